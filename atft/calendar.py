@@ -1,0 +1,62 @@
+"""Trading calendars (XTKS for Tokyo, XNYS for New York) from ``exchange-calendars``."""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import lru_cache
+
+import exchange_calendars as xc
+import pandas as pd
+
+# exchange-calendars defaults to 20 years back; rolling backtests reach further.
+_CALENDAR_START = "2000-01-04"
+
+
+class CalendarError(ValueError):
+    """A date outside what the calendar knows, or an unknown calendar name."""
+
+
+class TradingCalendar:
+    """Sessions of one exchange, as tz-naive midnight timestamps and ``datetime.date`` at the API."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        try:
+            self._cal = _load(name)
+        except xc.errors.InvalidCalendarName as exc:
+            raise CalendarError(f"unknown trading calendar {name!r}") from exc
+        self.first_session: date = self._cal.first_session.date()
+        self.last_session: date = self._cal.last_session.date()
+
+    def __repr__(self) -> str:
+        return f"TradingCalendar({self.name!r})"
+
+    def _check(self, day: date) -> None:
+        if not self.first_session <= day <= self.last_session:
+            raise CalendarError(
+                f"{day} is outside the {self.name} calendar ({self.first_session} to {self.last_session})"
+            )
+
+    def sessions(self, start: date, end: date) -> pd.DatetimeIndex:
+        """Trading days in [start, end], both ends included."""
+        self._check(start)
+        self._check(end)
+        return pd.DatetimeIndex(self._cal.sessions_in_range(pd.Timestamp(start), pd.Timestamp(end)), name="Date")
+
+    def is_session(self, day: date) -> bool:
+        self._check(day)
+        return bool(self._cal.is_session(pd.Timestamp(day)))
+
+    def session_on_or_before(self, day: date) -> date:
+        self._check(day)
+        return self._cal.date_to_session(pd.Timestamp(day), direction="previous").date()
+
+    def next_session(self, day: date) -> date:
+        """The first trading day strictly after ``day``."""
+        self._check(day)
+        return self._cal.date_to_session(pd.Timestamp(day) + pd.Timedelta(days=1), direction="next").date()
+
+
+@lru_cache(maxsize=4)
+def _load(name: str) -> xc.ExchangeCalendar:
+    return xc.get_calendar(name, start=_CALENDAR_START)

@@ -1,0 +1,217 @@
+"""Pipeline config: one YAML file per use case under ``deployments/``, parsed into typed settings.
+
+Unknown or mistyped keys are rejected with a message that names the key, so a typo never silently
+falls back to a default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CANONICAL_QUOTE_COLUMNS: tuple[str, ...] = (
+    "Code", "Date", "Open", "High", "Low", "Close", "Volume", "TurnoverValue", "AdjustmentFactor",
+)
+REQUIRED_QUOTE_COLUMNS: tuple[str, ...] = CANONICAL_QUOTE_COLUMNS[:7]
+
+
+class ConfigError(ValueError):
+    """A pipeline config that cannot be used; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticSourceConfig(_Strict):
+    """A deterministic J-Quants-shaped market on the JPX calendar, fixed by ``seed``."""
+
+    kind: Literal["synthetic"]
+    seed: int = 7
+    n_stocks: int = Field(300, gt=0, le=20_000)
+    start: date = date(2021, 1, 4)
+    end: date = date(2024, 12, 30)
+    # Stocks generated per chunk: bounds memory for large universes.
+    chunk_stocks: int = Field(250, gt=0)
+    # Scales the planted predictable component; 0 makes the market pure noise.
+    signal_strength: float = Field(1.0, ge=0)
+    split_probability: float = Field(0.15, ge=0, le=1)
+    late_listing_fraction: float = Field(0.08, ge=0, le=1)
+    delisting_fraction: float = Field(0.05, ge=0, le=1)
+    halt_probability: float = Field(0.0015, ge=0, le=0.5)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SyntheticSourceConfig:
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end} must be after start {self.start}")
+        return self
+
+
+class FilesSourceConfig(_Strict):
+    """CSV or Parquet files, one file or a directory of per-stock files, with a declared mapping."""
+
+    kind: Literal["files"]
+    path: Path
+    format: Literal["auto", "parquet", "csv"] = "auto"
+    # source column -> canonical column. Matching is exact: no case folding, no guessing.
+    columns: dict[str, str]
+    # Source columns that exist in the files but are deliberately not loaded.
+    ignore_columns: list[str] = []
+    # Regex with a named group ``code`` that takes Code from each file name instead of a column.
+    code_from_filename: str | None = None
+    # Values for optional canonical columns the files do not carry (e.g. already split-adjusted prices).
+    fill: dict[str, float] = {}
+
+    @field_validator("columns")
+    @classmethod
+    def _canonical_targets(cls, columns: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(columns.values()) - set(CANONICAL_QUOTE_COLUMNS))
+        if unknown:
+            raise ValueError(f"maps to unknown canonical column(s) {unknown}; canonical: {list(CANONICAL_QUOTE_COLUMNS)}")
+        doubled = sorted({c for c in columns.values() if list(columns.values()).count(c) > 1})
+        if doubled:
+            raise ValueError(f"several source columns map to {doubled}")
+        return columns
+
+    @field_validator("code_from_filename")
+    @classmethod
+    def _has_code_group(cls, pattern: str | None) -> str | None:
+        if pattern is not None and "code" not in re.compile(pattern).groupindex:
+            raise ValueError(f"regex {pattern!r} needs a named group (?P<code>...)")
+        return pattern
+
+    @field_validator("fill")
+    @classmethod
+    def _fill_optional_only(cls, fill: dict[str, float]) -> dict[str, float]:
+        bad = sorted(set(fill) - {"TurnoverValue", "AdjustmentFactor"})
+        if bad:
+            raise ValueError(f"only TurnoverValue and AdjustmentFactor may be filled, not {bad}")
+        return fill
+
+
+class JQuantsSourceConfig(_Strict):
+    """The J-Quants API. Credentials come from the environment or a Prefect Secret block, never from here."""
+
+    kind: Literal["jquants"]
+    base_url: str = "https://api.jquants.com/v1"
+    # Name of a Prefect Secret block holding the refresh token; when unset, environment variables.
+    credentials_block: str | None = None
+    max_retries: int = Field(5, ge=0)
+    backoff_seconds: float = Field(1.0, ge=0)
+    timeout_seconds: float = Field(30.0, gt=0)
+
+
+SourceConfig = Annotated[
+    SyntheticSourceConfig | FilesSourceConfig | JQuantsSourceConfig, Field(discriminator="kind")
+]
+
+
+class UniverseConfig(_Strict):
+    # J-Quants codes are 4 characters plus an optional check digit; the demo market uses 4 digits.
+    code_pattern: str = r"^[0-9][0-9A-Z]{3}0?$"
+    # Restrict ingestion to these codes; None keeps everything the source delivers.
+    codes: list[str] | None = None
+
+    @field_validator("code_pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        re.compile(pattern)
+        return pattern
+
+
+class WarehouseConfig(_Strict):
+    path: Path = Path("data/warehouse.duckdb")
+
+
+class ValidationConfig(_Strict):
+    # What to do with a row-level anomaly (missing price, close outside [low, high], ...).
+    row_anomalies: Literal["quarantine", "abort"] = "quarantine"
+    # Abort when more than this fraction of received rows is rejected: a wrong calendar or a broken
+    # file should fail loudly instead of quarantining most of the data.
+    max_rejected_fraction: float = Field(0.01, ge=0, le=1)
+
+
+class PipelineConfig(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    source: SourceConfig
+    universe: UniverseConfig = UniverseConfig()
+    calendar: Literal["XTKS", "XNYS"] = "XTKS"
+    warehouse: WarehouseConfig = WarehouseConfig()
+    validation: ValidationConfig = ValidationConfig()
+
+
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> PipelineConfig:
+    """Read a pipeline config, apply dotted-key ``overrides`` (e.g. ``{"warehouse.path": "x.duckdb"}``)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read pipeline config: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, found {type(raw).__name__}")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value, path)
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, path: Path) -> None:
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{path}: override {dotted!r}: {key!r} is not a section")
+        node = child
+    node[leaf] = value
+
+
+_SOURCE_MODELS: dict[str, type[BaseModel]] = {
+    "synthetic": SyntheticSourceConfig,
+    "files": FilesSourceConfig,
+    "jquants": JQuantsSourceConfig,
+}
+
+
+def _describe(exc: ValidationError, path: Path) -> str:
+    lines = [f"{path}: invalid pipeline config"]
+    for err in exc.errors():
+        raw_loc = [str(p) for p in err["loc"]]
+        # Pydantic puts the union tag into the location (source.synthetic.seed); users never write it.
+        loc = [p for i, p in enumerate(raw_loc) if not (i == 1 and raw_loc[0] == "source")]
+        key = ".".join(loc) or "<top level>"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  - unknown key {key!r}{_suggest(raw_loc)}")
+        elif err["type"] == "missing":
+            lines.append(f"  - missing required key {key!r}")
+        else:
+            lines.append(f"  - {key}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _suggest(raw_loc: list[str]) -> str:
+    """Name the allowed keys of the section holding the unknown key, and the closest one."""
+    model: type[BaseModel] = PipelineConfig
+    parents = raw_loc[:-1]
+    if parents[:1] == ["source"] and len(parents) >= 2:
+        model, parents = _SOURCE_MODELS.get(parents[1], model), parents[2:]
+    for part in parents:
+        annotation = getattr(model.model_fields.get(part), "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    allowed = list(model.model_fields)
+    close = difflib.get_close_matches(raw_loc[-1], allowed, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{hint}; allowed here: {', '.join(allowed)}"
