@@ -17,7 +17,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 CANONICAL_QUOTE_COLUMNS: tuple[str, ...] = (
-    "Code", "Date", "Open", "High", "Low", "Close", "Volume", "TurnoverValue", "AdjustmentFactor",
+    "Code",
+    "Date",
+    "Open",
+    "High",
+    "Low",
+    "Close",
+    "Volume",
+    "TurnoverValue",
+    "AdjustmentFactor",
 )
 REQUIRED_QUOTE_COLUMNS: tuple[str, ...] = CANONICAL_QUOTE_COLUMNS[:7]
 
@@ -74,7 +82,9 @@ class FilesSourceConfig(_Strict):
     def _canonical_targets(cls, columns: dict[str, str]) -> dict[str, str]:
         unknown = sorted(set(columns.values()) - set(CANONICAL_QUOTE_COLUMNS))
         if unknown:
-            raise ValueError(f"maps to unknown canonical column(s) {unknown}; canonical: {list(CANONICAL_QUOTE_COLUMNS)}")
+            raise ValueError(
+                f"maps to unknown canonical column(s) {unknown}; canonical: {list(CANONICAL_QUOTE_COLUMNS)}"
+            )
         doubled = sorted({c for c in columns.values() if list(columns.values()).count(c) > 1})
         if doubled:
             raise ValueError(f"several source columns map to {doubled}")
@@ -108,9 +118,7 @@ class JQuantsSourceConfig(_Strict):
     timeout_seconds: float = Field(30.0, gt=0)
 
 
-SourceConfig = Annotated[
-    SyntheticSourceConfig | FilesSourceConfig | JQuantsSourceConfig, Field(discriminator="kind")
-]
+SourceConfig = Annotated[SyntheticSourceConfig | FilesSourceConfig | JQuantsSourceConfig, Field(discriminator="kind")]
 
 
 class UniverseConfig(_Strict):

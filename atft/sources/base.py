@@ -17,7 +17,13 @@ import pandas as pd
 from atft.config import CANONICAL_QUOTE_COLUMNS
 
 LISTED_INFO_COLUMNS: tuple[str, ...] = (
-    "Code", "CompanyName", "Sector17Code", "Sector33Code", "MarketCode", "ValidFrom", "ValidTo",
+    "Code",
+    "CompanyName",
+    "Sector17Code",
+    "Sector33Code",
+    "MarketCode",
+    "ValidFrom",
+    "ValidTo",
 )
 ORACLE_COLUMNS: tuple[str, ...] = ("Code", "Date", "oracle_1d", "oracle_5d", "oracle_10d", "oracle_20d")
 

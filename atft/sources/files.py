@@ -1,0 +1,154 @@
+"""CSV or Parquet files, one file or a directory of per-stock files, mapped to canonical columns.
+
+The mapping in the pipeline config is the only link between a file's columns and the canonical ones.
+Names are matched exactly: a column that differs only in case is reported as such, never guessed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from atft.config import CANONICAL_QUOTE_COLUMNS, REQUIRED_QUOTE_COLUMNS, FilesSourceConfig
+from atft.sources.base import QuoteChunk, SourceError
+from schemas.naming import diff_columns
+
+_BATCH_ROWS = 500_000
+_SUFFIXES = {"parquet": (".parquet", ".pq"), "csv": (".csv", ".csv.gz")}
+
+
+class FilesSource:
+    """Quotes read from files described by a ``FilesSourceConfig``."""
+
+    name = "files"
+
+    def __init__(self, config: FilesSourceConfig) -> None:
+        self.config = config
+        self._code_regex = re.compile(config.code_from_filename) if config.code_from_filename else None
+        mapped = set(config.columns.values()) | ({"Code"} if self._code_regex else set())
+        unmapped = [c for c in REQUIRED_QUOTE_COLUMNS if c not in mapped]
+        if unmapped:
+            raise SourceError(
+                f"files source {config.path}: no source column is mapped to {unmapped}; "
+                f"the mapping must cover {list(REQUIRED_QUOTE_COLUMNS)} (Code may come from code_from_filename)"
+            )
+        if self._code_regex and "Code" in config.columns.values():
+            raise SourceError(f"files source {config.path}: Code is both mapped from a column and code_from_filename")
+
+    def default_window(self) -> tuple[date | None, date | None]:
+        return None, None
+
+    def listed_info(self, as_of: date) -> pd.DataFrame | None:
+        return None
+
+    def files(self) -> list[Path]:
+        path = self.config.path
+        if path.is_file():
+            return [path]
+        if not path.exists():
+            raise SourceError(f"{path}: no such file or directory")
+        formats = [self.config.format] if self.config.format != "auto" else list(_SUFFIXES)
+        suffixes = tuple(s for f in formats for s in _SUFFIXES[f])
+        found = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(suffixes))
+        if not found:
+            raise SourceError(f"{path}: directory holds no {' or '.join(formats)} files")
+        return found
+
+    def quote_chunks(self, start: date | None, end: date | None) -> Iterator[QuoteChunk]:
+        """Canonical chunks with start <= Date <= end (None: unbounded). Index: 1-based data row in its file."""
+        for path in self.files():
+            rows = 0
+            for offset, batch in self._batches(path):
+                rows += len(batch)
+                frame = self._canonical(batch, path, offset)
+                if start is not None or end is not None:
+                    frame = frame[_within(frame["Date"], start, end)]
+                if len(frame):
+                    yield QuoteChunk(frame=frame, origin=str(path))
+            if rows == 0:
+                raise SourceError(f"{path}: file contains no data rows")
+
+    def _format(self, path: Path) -> str:
+        if self.config.format != "auto":
+            return self.config.format
+        for fmt, suffixes in _SUFFIXES.items():
+            if path.name.endswith(suffixes):
+                return fmt
+        raise SourceError(f"{path}: cannot tell the format from the name; set source.format to parquet or csv")
+
+    def _batches(self, path: Path) -> Iterator[tuple[int, pd.DataFrame]]:
+        """(row offset, DataFrame) batches of the mapped columns, after checking the header against the mapping."""
+        fmt = self._format(path)
+        try:
+            if fmt == "parquet":
+                reader = pq.ParquetFile(path)
+                self._check_header(path, reader.schema_arrow.names)
+                batches = reader.iter_batches(batch_size=_BATCH_ROWS, columns=list(self.config.columns))
+            else:
+                names = pacsv.open_csv(path).schema.names
+                self._check_header(path, names)
+                # Text in, so that a bad value is reported by validation with its row, not by the CSV parser.
+                convert = pacsv.ConvertOptions(
+                    column_types={n: pa.string() for n in names}, include_columns=list(self.config.columns)
+                )
+                batches = pacsv.open_csv(path, convert_options=convert)
+            offset = 0
+            for batch in batches:
+                frame = batch.to_pandas()
+                yield offset, frame
+                offset += len(frame)
+        except (pa.ArrowException, OSError) as exc:
+            raise SourceError(f"{path}: cannot read as {fmt}: {exc}") from exc
+
+    def _check_header(self, path: Path, found: list[str]) -> None:
+        expected = list(self.config.columns) + [c for c in self.config.ignore_columns if c in found]
+        diff = diff_columns(found, expected)
+        if not diff.ok:
+            raise SourceError(
+                f"{path}: columns do not match the mapping: {diff.describe()}. "
+                f"Found {found}; the mapping expects {list(self.config.columns)}"
+                + (f" and ignores {self.config.ignore_columns}" if self.config.ignore_columns else "")
+                + ". Map every column, or list it in source.ignore_columns."
+            )
+
+    def _canonical(self, batch: pd.DataFrame, path: Path, offset: int) -> pd.DataFrame:
+        frame = batch.rename(columns=self.config.columns)
+        frame.index = pd.RangeIndex(offset + 1, offset + 1 + len(frame))
+        if self._code_regex:
+            match = self._code_regex.search(path.name)
+            if not match:
+                raise SourceError(f"{path}: file name does not match code_from_filename {self._code_regex.pattern!r}")
+            frame["Code"] = match["code"]
+        frame["Date"] = _parse_dates(frame["Date"], path)
+        for column in CANONICAL_QUOTE_COLUMNS:
+            if column not in frame:
+                frame[column] = self.config.fill.get(column, float("nan"))
+        return frame.loc[:, list(CANONICAL_QUOTE_COLUMNS)]
+
+
+def _parse_dates(values: pd.Series, path: Path) -> pd.Series:
+    parsed = pd.to_datetime(values, errors="coerce")
+    bad = parsed.isna() & values.notna()
+    if bad.any():
+        shown = ", ".join(f"row {i}: {v!r}" for i, v in values[bad].head(5).items())
+        raise SourceError(f"{path}: column mapped to Date has {int(bad.sum())} value(s) that are not dates: {shown}")
+    if parsed.dt.tz is not None:
+        parsed = parsed.dt.tz_convert(None)
+    return parsed.dt.as_unit("ns")
+
+
+def _within(dates: pd.Series, start: date | None, end: date | None) -> pd.Series:
+    inside = pd.Series(True, index=dates.index)
+    if start is not None:
+        inside &= dates >= pd.Timestamp(start)
+    if end is not None:
+        inside &= dates <= pd.Timestamp(end)
+    # A missing Date stays in, so that validation reports it instead of the window silently dropping it.
+    return inside | dates.isna()

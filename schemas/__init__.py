@@ -1,0 +1,1 @@
+"""Pandera schemas and column contracts. Everything here compares column names case-sensitively."""
