@@ -42,8 +42,9 @@ class SyntheticSourceConfig(_Strict):
     """A deterministic J-Quants-shaped market on the JPX calendar, fixed by ``seed``."""
 
     kind: Literal["synthetic"]
-    seed: int = 7
-    n_stocks: int = Field(300, gt=0, le=20_000)
+    seed: int = Field(7, ge=0)
+    # 4-digit codes 1300..9999 bound the universe.
+    n_stocks: int = Field(300, gt=0, le=8_700)
     start: date = date(2021, 1, 4)
     end: date = date(2024, 12, 30)
     # Stocks generated per chunk: bounds memory for large universes.

@@ -63,8 +63,8 @@ class MarketSource(Protocol):
 
     name: str
 
-    def quote_chunks(self, start: date, end: date) -> Iterator[QuoteChunk]:
-        """Quotes with ``start <= Date <= end``, in chunks of bounded size."""
+    def quote_chunks(self, start: date | None, end: date | None) -> Iterator[QuoteChunk]:
+        """Quotes with ``start <= Date <= end`` (None: unbounded on that side), in chunks of bounded size."""
         ...
 
     def listed_info(self, as_of: date) -> pd.DataFrame | None:
@@ -72,5 +72,5 @@ class MarketSource(Protocol):
         ...
 
     def default_window(self) -> tuple[date | None, date | None]:
-        """The (start, end) the source covers when the caller gives none; None means unknown."""
+        """The (start, end) used when the caller gives none; None means unbounded on that side."""
         ...
