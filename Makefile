@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-all demo lint bench clean
+.PHONY: install test test-fast demo lint bench clean
 
 install: $(STAMP)
 
@@ -18,10 +18,11 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -m "not slow"
-
-test-all: $(STAMP)
 	$(PY) -m pytest
+
+# The edit-test loop: skips tests marked slow.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
 
 demo: $(STAMP)
 	$(PY) -m flows.demo --config deployments/demo.yaml --fresh

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from datetime import date
 from functools import lru_cache
 
 import exchange_calendars as xc
 import pandas as pd
+from pandas.errors import Pandas4Warning
 
 # exchange-calendars defaults to 20 years back; rolling backtests reach further.
 _CALENDAR_START = "2000-01-04"
@@ -59,4 +61,8 @@ class TradingCalendar:
 
 @lru_cache(maxsize=4)
 def _load(name: str) -> xc.ExchangeCalendar:
-    return xc.get_calendar(name, start=_CALENDAR_START)
+    with warnings.catch_warnings():
+        # exchange-calendars 4.13 reads Series.values of tz-aware data in its constructor; pandas 3.1 deprecates
+        # that, with no effect on the sessions it builds.
+        warnings.simplefilter("ignore", Pandas4Warning)
+        return xc.get_calendar(name, start=_CALENDAR_START)

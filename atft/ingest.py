@@ -185,11 +185,11 @@ def _load(
         if chunk.oracle is not None:
             wh.stage_oracle(chunk.oracle)
         progress(f"{chunk.origin}: {len(checked.valid):,} rows staged, {len(checked.rejected):,} quarantined")
-    duplicates = wh.staged_duplicates()
+    quarantined = pd.concat(rejected, ignore_index=True) if rejected else None
+    duplicates = wh.staged_duplicates(also=quarantined)
     if duplicates:
         shown = ", ".join(f"{code} {day} ({n} times)" for code, day, n in duplicates)
         raise IngestAborted(f"duplicate (Code, Date) keys across the source's files or pages: {shown}")
-    quarantined = pd.concat(rejected, ignore_index=True) if rejected else None
     n_rejected = 0 if quarantined is None else len(quarantined)
     if received and n_rejected / received > config.validation.max_rejected_fraction:
         raise IngestAborted(
@@ -200,7 +200,8 @@ def _load(
     rows = wh.staged_summary()
     merged = wh.merge_staged_quotes()
     wh.merge_staged_oracle()
-    listed = source.listed_info(log.end or rows[3] or date.today())
+    # Listings as of the latest day the warehouse knows: re-ingesting an old window must not reopen delistings.
+    listed = source.listed_info(max(d for d in (log.end, wh.last_quote_date(), date.today()) if d is not None))
     listed_counts = wh.merge_listed_info(_restrict_frame(listed, config.universe.codes)) if listed is not None else None
     if quarantined is not None:
         wh.quarantine(quarantined, log.run_id)

@@ -158,6 +158,18 @@ class Warehouse:
             outer.update(f"{field.name}:{field.type}:".encode() + digests[field.name].digest())
         return outer.hexdigest()
 
+    def overview(self) -> list[tuple[str, int, str]]:
+        """(table, rows, detail) for each canonical table: what a person wants to see after an ingest."""
+        detail = {
+            "raw_quotes": "SELECT count(DISTINCT Code) || ' codes, ' || coalesce(min(Date) || ' .. ' || max(Date), "
+            "'no dates') FROM raw_quotes",
+            "listed_info": "SELECT count(DISTINCT Sector17Code) || ' sectors (17-code)' FROM listed_info",
+            "synthetic_oracle": "SELECT 'expected forward returns, for evaluation only'",
+            "rejected_rows": "SELECT coalesce(string_agg(DISTINCT rule, ', '), 'none') FROM rejected_rows",
+            "ingest_log": "SELECT count(*) FILTER (status = 'failed') || ' failed runs' FROM ingest_log",
+        }
+        return [(table, self.row_count(table), self._one(sql)[0]) for table, sql in detail.items()]
+
     def log_entries(self) -> list[IngestLogEntry]:
         rows = self.con.sql("SELECT * FROM ingest_log ORDER BY started_at, run_id").fetchall()
         return [IngestLogEntry(*row) for row in rows]
@@ -181,10 +193,19 @@ class Warehouse:
     def stage_oracle(self, frame: pd.DataFrame) -> None:
         self._append("staging_oracle", frame, ORACLE_COLUMNS)
 
-    def staged_duplicates(self, limit: int = 5) -> list[tuple[str, date, int]]:
-        """(Code, Date, count) keys staged more than once, e.g. the same day in two files."""
+    def staged_duplicates(self, also: pd.DataFrame | None = None, limit: int = 5) -> list[tuple[str, date, int]]:
+        """(Code, Date, count) keys delivered more than once, e.g. the same day in two files.
+
+        ``also`` holds keys of rows that were quarantined instead of staged: a bad copy of a row in one file
+        and a good copy in another is still a duplicate.
+        """
+        keys = pd.DataFrame({"Code": pd.Series(dtype=str), "Date": pd.Series(dtype="datetime64[ns]")})
+        if also is not None:
+            keys = also.loc[also["Code"].notna() & also["Date"].notna(), ["Code", "Date"]]
+        self._append_temp("quarantined_keys", keys, ("Code", "Date"))
         return self.con.sql(
-            "SELECT Code, Date, count(*) AS n FROM staging_quotes GROUP BY ALL HAVING n > 1 "
+            "SELECT Code, Date, count(*) AS n FROM (SELECT Code, Date FROM staging_quotes UNION ALL "
+            "SELECT Code, CAST(Date AS DATE) FROM quarantined_keys) GROUP BY ALL HAVING n > 1 "
             f"ORDER BY Code, Date LIMIT {int(limit)}"
         ).fetchall()
 
@@ -249,7 +270,9 @@ class Warehouse:
     def quarantine(self, frame: pd.DataFrame, run_id: str) -> int:
         """Store rejected rows (``REJECTED_COLUMNS`` plus ``origin``). A row already quarantined for the same
         rule with the same content is kept once, so re-ingesting the same file changes nothing."""
-        incoming = frame.assign(run_id=run_id, quarantined_at=pd.Timestamp.now(tz="UTC").tz_localize(None))
+        incoming = frame.drop_duplicates(["Code", "Date", "rule", "record"]).assign(
+            run_id=run_id, quarantined_at=pd.Timestamp.now(tz="UTC").tz_localize(None)
+        )
         self._append_temp(
             "incoming_rejected",
             incoming,

@@ -95,8 +95,12 @@ class FilesSource:
                 names = pacsv.open_csv(path).schema.names
                 self._check_header(path, names)
                 # Text in, so that a bad value is reported by validation with its row, not by the CSV parser.
+                # An empty field is a missing value (as in Parquet), not the text "".
                 convert = pacsv.ConvertOptions(
-                    column_types={n: pa.string() for n in names}, include_columns=list(self.config.columns)
+                    column_types={n: pa.string() for n in names},
+                    include_columns=list(self.config.columns),
+                    null_values=[""],
+                    strings_can_be_null=True,
                 )
                 batches = pacsv.open_csv(path, convert_options=convert)
             offset = 0
@@ -104,7 +108,7 @@ class FilesSource:
                 frame = batch.to_pandas()
                 yield offset, frame
                 offset += len(frame)
-        except (pa.ArrowException, OSError) as exc:
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # a non-UTF-8 header fails in Python
             raise SourceError(f"{path}: cannot read as {fmt}: {exc}") from exc
 
     def _check_header(self, path: Path, found: list[str]) -> None:

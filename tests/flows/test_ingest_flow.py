@@ -1,0 +1,142 @@
+"""The ``ingest`` flow end to end: real Prefect runs, real DuckDB files, artifacts and retries."""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+import flows.ingest as ingest_flow
+from atft.sources.base import SourceError, TransientSourceError
+from atft.warehouse import Warehouse
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def small_config(tmp_path: Path, name: str = "flowtest", **source: object) -> str:
+    """A small synthetic market config file, the way a user would write one."""
+    path = tmp_path / f"{name}.yaml"
+    config = {
+        "name": name,
+        "calendar": "XTKS",
+        "source": {"kind": "synthetic", "seed": 3, "n_stocks": 30, "start": "2023-01-04", "end": "2023-06-30"} | source,
+        "universe": {"code_pattern": r"^\d{4}$"},
+        "warehouse": {"path": str(tmp_path / f"{name}.duckdb")},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def read_artifacts(key: str) -> list:
+    async def read():
+        async with get_client() as client:
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+    return asyncio.run(read())
+
+
+def test_flow_ingests_into_the_warehouse_and_records_the_prefect_run(tmp_path):
+    config = small_config(tmp_path)
+    state = ingest_flow.ingest(config=config, return_state=True)
+    assert state.is_completed()
+    summary = state.result()
+    assert summary["status"] == "succeeded"
+    assert summary["rows_inserted"] > 3000 and summary["codes"] == 30
+    with Warehouse(tmp_path / "flowtest.duckdb", read_only=True) as wh:
+        assert wh.row_count("raw_quotes") == summary["rows_inserted"]
+        assert wh.fingerprint("raw_quotes") == summary["content_hash"]
+        (entry,) = wh.log_entries()
+    # The ingest log names the Prefect flow run, so a row in the warehouse leads back to the run in the UI.
+    assert entry.run_id == str(state.state_details.flow_run_id)
+
+
+def test_flow_publishes_a_table_artifact_keyed_by_config(tmp_path):
+    config = small_config(tmp_path, name="artifact_test")
+    ingest_flow.ingest(config=config)
+    (artifact,) = read_artifacts("ingest-artifact-test")
+    rows = {row["item"]: row["value"] for row in json.loads(artifact.data)}
+    assert rows["source"] == "synthetic"
+    assert rows["rows inserted"] > 0 and rows["rows rejected"] == 0
+    assert len(rows["raw_quotes sha256"]) == 64
+
+
+def test_flow_parameters_override_window_and_warehouse(tmp_path):
+    config = small_config(tmp_path)
+    other = tmp_path / "elsewhere.duckdb"
+    summary = ingest_flow.ingest(config=config, start=date(2023, 3, 1), end=date(2023, 3, 31), warehouse=str(other))
+    assert (summary["first_date"], summary["last_date"]) == (date(2023, 3, 1), date(2023, 3, 31))
+    assert other.exists() and not (tmp_path / "flowtest.duckdb").exists()
+
+
+@pytest.fixture
+def no_retry_delay(monkeypatch):
+    fast = ingest_flow.load_market_data.with_options(retry_delay_seconds=0)
+    monkeypatch.setattr(ingest_flow, "load_market_data", fast)
+
+
+@pytest.mark.usefixtures("no_retry_delay")
+def test_transient_source_errors_are_retried(tmp_path, monkeypatch):
+    calls = []
+    real = ingest_flow.run_ingest
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise TransientSourceError("J-Quants /prices/daily_quotes: HTTP 503, giving up after 6 attempts")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_flow, "run_ingest", flaky)
+    state = ingest_flow.ingest(config=small_config(tmp_path), return_state=True)
+    assert state.is_completed()
+    assert len(calls) == 2
+
+
+@pytest.mark.usefixtures("no_retry_delay")
+def test_bad_data_is_not_retried_and_fails_the_run_with_the_reason(tmp_path, monkeypatch):
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise SourceError("prices.csv: columns do not match the mapping: missing ['Close']")
+
+    monkeypatch.setattr(ingest_flow, "run_ingest", broken)
+    state = ingest_flow.ingest(config=small_config(tmp_path), return_state=True)
+    assert state.is_failed()
+    assert len(calls) == 1
+    with pytest.raises(SourceError, match=r"missing \['Close'\]"):
+        state.result()
+
+
+def test_a_mistyped_config_fails_the_run_naming_the_key(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("name: typo\nsource: {kind: synthetic, n_stock: 30}\n")
+    state = ingest_flow.ingest(config=str(path), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ValueError, match=r"unknown key 'source.n_stock' \(did you mean 'n_stocks'\?\)"):
+        state.result()
+
+
+def test_the_flow_runs_from_plain_python_with_no_server(tmp_path):
+    """The ad-hoc path users take: a fresh interpreter, no PREFECT_API_URL, no server running."""
+    config = small_config(tmp_path, name="adhoc")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.ingest", config],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ingest adhoc (synthetic)" in done.stdout and "succeeded" in done.stdout
+    with Warehouse(tmp_path / "adhoc.duckdb", read_only=True) as wh:
+        assert wh.row_count("raw_quotes") > 3000
