@@ -38,10 +38,11 @@ SCHEMA_DDL: tuple[str, ...] = (
     "CREATE TABLE IF NOT EXISTS rejected_rows (run_id VARCHAR NOT NULL, origin VARCHAR, source_row BIGINT, "
     "Code VARCHAR, Date DATE, rule VARCHAR NOT NULL, reason VARCHAR NOT NULL, record VARCHAR NOT NULL, "
     "quarantined_at TIMESTAMP NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS ingest_log (run_id VARCHAR PRIMARY KEY, config VARCHAR, source VARCHAR, "
+    # One row per attempt: a retried task writes its failed and its successful attempt under the same run id.
+    "CREATE TABLE IF NOT EXISTS ingest_log (run_id VARCHAR NOT NULL, config VARCHAR, source VARCHAR, "
     "start_date DATE, end_date DATE, rows_received BIGINT, rows_inserted BIGINT, rows_updated BIGINT, "
     "rows_unchanged BIGINT, rows_rejected BIGINT, content_hash VARCHAR, status VARCHAR NOT NULL, message VARCHAR, "
-    "started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP NOT NULL)",
+    "started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP NOT NULL, PRIMARY KEY (run_id, started_at))",
 )
 # Tables an ingest changes; the ingest log is an audit trail and also records failed runs.
 DATA_TABLES: tuple[str, ...] = ("raw_quotes", "listed_info", "synthetic_oracle", "rejected_rows")
@@ -146,13 +147,14 @@ class Warehouse:
         """
         table = _known(table)
         relation = self.con.sql(f"SELECT * FROM {table} ORDER BY {', '.join(_KEYS[table])}")
-        reader = relation.to_arrow_reader(1 << 17)
-        digests = {field.name: hashlib.sha256() for field in reader.schema}
         rows = 0
-        for batch in reader:
-            rows += batch.num_rows
-            for field, column in zip(reader.schema, batch.columns, strict=True):
-                digests[field.name].update(_column_bytes(column))
+        # Closed on any exit: an open result would block the connection, ROLLBACK included (DuckDB 2.0).
+        with relation.to_arrow_reader(1 << 17) as reader:
+            digests = {field.name: hashlib.sha256() for field in reader.schema}
+            for batch in reader:
+                rows += batch.num_rows
+                for field, column in zip(reader.schema, batch.columns, strict=True):
+                    digests[field.name].update(_column_bytes(column))
         outer = hashlib.sha256(f"{table}:{rows}".encode())
         for field in reader.schema:
             outer.update(f"{field.name}:{field.type}:".encode() + digests[field.name].digest())

@@ -13,6 +13,7 @@ import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
+import atft.ingest
 import flows.ingest as ingest_flow
 from atft.sources.base import SourceError, TransientSourceError
 from atft.warehouse import Warehouse
@@ -82,20 +83,39 @@ def no_retry_delay(monkeypatch):
 
 
 @pytest.mark.usefixtures("no_retry_delay")
-def test_transient_source_errors_are_retried(tmp_path, monkeypatch):
-    calls = []
-    real = ingest_flow.run_ingest
+def test_transient_source_errors_are_retried_within_the_same_flow_run(tmp_path, monkeypatch):
+    """The first attempt fails mid-ingest (after staging a chunk); the retry in the same run succeeds."""
+    attempts = []
+    real_build_source = atft.ingest.build_source
 
-    def flaky(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 1:
-            raise TransientSourceError("J-Quants /prices/daily_quotes: HTTP 503, giving up after 6 attempts")
-        return real(*args, **kwargs)
+    def flaky_source(config, calendar):
+        source = real_build_source(config, calendar)
+        attempts.append(source)
+        if len(attempts) > 1:
+            return source
 
-    monkeypatch.setattr(ingest_flow, "run_ingest", flaky)
+        class DropsAfterOneChunk:
+            name = source.name
+            default_window = source.default_window
+            listed_info = source.listed_info
+
+            def quote_chunks(self, start, end):
+                yield next(iter(source.quote_chunks(start, end)))
+                raise TransientSourceError("J-Quants /prices/daily_quotes: HTTP 503, giving up after 6 attempts")
+
+        return DropsAfterOneChunk()
+
+    monkeypatch.setattr(atft.ingest, "build_source", flaky_source)
     state = ingest_flow.ingest(config=small_config(tmp_path), return_state=True)
-    assert state.is_completed()
-    assert len(calls) == 2
+    assert state.is_completed(), state.message
+    assert len(attempts) == 2
+    with Warehouse(tmp_path / "flowtest.duckdb", read_only=True) as wh:
+        entries = wh.log_entries()
+        assert wh.row_count("raw_quotes") == state.result()["rows_inserted"]
+    # Both attempts are on record under the one flow run.
+    assert [e.status for e in entries] == ["failed", "succeeded"]
+    assert {e.run_id for e in entries} == {str(state.state_details.flow_run_id)}
+    assert "HTTP 503" in entries[0].message
 
 
 @pytest.mark.usefixtures("no_retry_delay")

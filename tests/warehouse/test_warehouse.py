@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import atft.warehouse
 from atft.config import CANONICAL_QUOTE_COLUMNS
 from atft.sources.base import LISTED_INFO_COLUMNS, ORACLE_COLUMNS
 from atft.warehouse import DATA_TABLES, MergeCounts, Warehouse, WarehouseError
@@ -453,6 +454,21 @@ def test_transaction_rolls_back_everything_on_an_exception(wh, make_quotes):
     assert wh.row_count("rejected_rows") == 0
     # The connection is usable again: a new transaction commits.
     assert merge(wh, make_quotes({"Code": "1302"})) == MergeCounts(1, 0, 0)
+
+
+def test_an_error_while_reading_a_result_still_rolls_back_and_surfaces(wh, make_quotes, monkeypatch):
+    """DuckDB 2.0 refuses ROLLBACK while a result is open; the original error must not be masked by that."""
+
+    def broken(column):
+        raise WarehouseError("cannot fingerprint this column")
+
+    monkeypatch.setattr(atft.warehouse, "_column_bytes", broken)
+    with pytest.raises(WarehouseError, match="cannot fingerprint this column"), wh.transaction():
+        wh.create_staging()
+        wh.stage_quotes(make_quotes({}, {"Code": "1302"}))
+        wh.merge_staged_quotes()
+        wh.fingerprint("raw_quotes")
+    assert wh.row_count("raw_quotes") == 0
 
 
 def test_transaction_commits_when_the_block_ends(tmp_path, make_quotes):
