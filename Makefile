@@ -33,6 +33,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_ingest.py
+	$(PY) benchmarks/bench_csz.py
+	$(PY) benchmarks/bench_features.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache

@@ -147,6 +147,38 @@ class ValidationConfig(_Strict):
     max_rejected_fraction: float = Field(0.01, ge=0, le=1)
 
 
+class CSZConfig(_Strict):
+    """Cross-sectional z-scores: per date, over the stocks that have a value that day."""
+
+    clip: float = Field(5.0, gt=0)
+    # Fewer stocks with a value on a day than this gives NaN for that day: a z-score of 3 stocks means nothing.
+    min_stocks: int = Field(20, ge=2)
+    # A (near-)constant cross-section has no meaningful z-score: NaN, not a division by ~0.
+    min_std: float = Field(1e-8, gt=0)
+    # The explicit fill step for missing z-scores; "none" keeps NaN for the model's masks to handle.
+    fill: Literal["none", "zero"] = "none"
+    # Base feature groups that get a <feature>_cs_z column. Market features are the same for every stock.
+    groups: list[Literal["price", "volume", "volatility", "sector"]] = ["price", "volume", "volatility", "sector"]
+
+
+class FeaturesConfig(_Strict):
+    horizons: list[int] = Field(default_factory=lambda: [1, 5, 10, 20], min_length=1)
+    cs_z: CSZConfig = CSZConfig()
+    # Use sector-relative features when listed_info has sectors for the universe.
+    sectors: bool = True
+    # Validation: the largest share of NaN allowed in any input column of a build.
+    max_nan_fraction: float = Field(0.25, ge=0, le=1)
+    # Where manifests are written as JSON, one file per feature table version.
+    manifest_dir: Path = Path("data/manifests")
+
+    @field_validator("horizons")
+    @classmethod
+    def _positive_sorted(cls, horizons: list[int]) -> list[int]:
+        if any(h < 1 for h in horizons) or sorted(set(horizons)) != horizons:
+            raise ValueError(f"horizons must be distinct positive trading-day counts, increasing; got {horizons}")
+        return horizons
+
+
 class PipelineConfig(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     source: SourceConfig
@@ -154,6 +186,7 @@ class PipelineConfig(_Strict):
     calendar: Literal["XTKS", "XNYS"] = "XTKS"
     warehouse: WarehouseConfig = WarehouseConfig()
     validation: ValidationConfig = ValidationConfig()
+    features: FeaturesConfig = FeaturesConfig()
 
 
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> PipelineConfig:

@@ -8,6 +8,7 @@ point leaves the tables as they were.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -137,16 +138,20 @@ class Warehouse:
         return self._one("SELECT max(Date) FROM raw_quotes")[0]
 
     def row_count(self, table: str) -> int:
-        return self._one(f"SELECT count(*) FROM {_known(table)}")[0]
+        _keys(table)
+        return self._one(f"SELECT count(*) FROM {table}")[0]
 
-    def fingerprint(self, table: str) -> str:
+    def fingerprint(self, table: str, through: date | None = None) -> str:
         """sha256 of a table's content in key order: the same rows give the same hash on any machine.
 
-        Values are hashed column by column from Arrow buffers, so neither DuckDB's internal hash nor the
-        batch size matters.
+        ``through`` limits it to rows with ``Date <= through``. Values are hashed column by column from Arrow
+        buffers, so neither DuckDB's internal hash nor the batch size matters.
         """
-        table = _known(table)
-        relation = self.con.sql(f"SELECT * FROM {table} ORDER BY {', '.join(_KEYS[table])}")
+        keys = _keys(table)
+        where = "" if through is None else "WHERE Date <= ?"
+        relation = self.con.sql(
+            f"SELECT * FROM {table} {where} ORDER BY {', '.join(keys)}", params=None if through is None else [through]
+        )
         rows = 0
         # Closed on any exit: an open result would block the connection, ROLLBACK included (DuckDB 2.0).
         with relation.to_arrow_reader(1 << 17) as reader:
@@ -309,11 +314,19 @@ class Warehouse:
             self.con.unregister("incoming_frame")
 
 
-def _known(table: str) -> str:
-    # Table names are interpolated into SQL, so only the warehouse's own tables are accepted.
-    if table not in _KEYS:
-        raise WarehouseError(f"unknown warehouse table {table!r}; known: {sorted(_KEYS)}")
-    return table
+_FEATURE_TABLE = re.compile(r"^features_[0-9a-f]{12}$")
+
+
+def _keys(table: str) -> tuple[str, ...]:
+    """The ordering key of one of the warehouse's own tables.
+
+    Table names are interpolated into SQL, so only the canonical tables and versioned feature tables pass.
+    """
+    if table in _KEYS:
+        return _KEYS[table]
+    if _FEATURE_TABLE.match(table):
+        return ("Code", "Date")
+    raise WarehouseError(f"unknown warehouse table {table!r}; known: {sorted(_KEYS)} and features_<hash>")
 
 
 def _column_bytes(column: pa.Array) -> bytes:

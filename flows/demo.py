@@ -1,7 +1,7 @@
 """``make demo``: the main job on the embedded default, with no server and no network.
 
-Today that is the ingest of the synthetic market into a fresh DuckDB warehouse, followed by a summary
-of what landed. It runs the same Prefect flow a deployment runs.
+Today that is the ingest of the synthetic market into a fresh DuckDB warehouse, then the versioned,
+validated feature table with its manifest. It runs the same Prefect flows a deployment runs.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 from atft.config import load_config
 from atft.ingest import IngestReport
 from atft.warehouse import Warehouse
+from flows.features import build_features
 from flows.ingest import ingest
 
 
@@ -27,10 +28,15 @@ def main(argv: list[str] | None = None) -> None:
     report = IngestReport(**ingest(config=args.config))
     print()
     print(report.summary())
+    features = build_features(config=args.config)
     with Warehouse(settings.warehouse.path, read_only=True) as wh:
         print(f"\nwarehouse {settings.warehouse.path}")
         for table, rows, detail in wh.overview():
             print(f"  {table:<17} {rows:>10,} rows  {detail}")
+        print(
+            f"  {features['table']:<17} {wh.row_count(features['table']):>10,} rows  feature table ({features['mode']})"
+        )
+    print(f"\nfeature manifest {features['manifest_path']}\n  sha256 {features['manifest_sha256']}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Feature engineering: per-date transforms over the stock cross-section."""

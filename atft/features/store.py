@@ -1,0 +1,98 @@
+"""The versioned feature tables in the warehouse, and the record each build leaves behind.
+
+A feature table is named after its manifest (``features_<sha256[:12]>``): one feature contract, one
+table. A new feature set lands in a new table, and the old one stays for the checkpoints trained on it.
+``feature_builds`` records, per table, the last day built and a fingerprint of the raw history the build
+read, so that the next build can tell whether only new days need computing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import duckdb
+import pyarrow as pa
+
+from atft.warehouse import Warehouse
+from schemas.manifest import FeatureManifest
+
+_SQL_TYPES = {"float32": "FLOAT", "float64": "DOUBLE", "bool": "BOOLEAN", "int64": "BIGINT", "string": "VARCHAR",
+              "date": "DATE"}  # fmt: skip
+_KEY_TYPES = {"Code": "string", "Date": "date"}
+BUILDS_DDL = (
+    "CREATE TABLE IF NOT EXISTS feature_builds (table_name VARCHAR PRIMARY KEY, manifest_sha256 VARCHAR NOT NULL, "
+    "config VARCHAR NOT NULL, built_through DATE NOT NULL, history_fingerprint VARCHAR NOT NULL, "
+    "rows BIGINT NOT NULL, manifest VARCHAR NOT NULL, updated_at TIMESTAMP NOT NULL)"
+)
+
+
+@dataclass(frozen=True)
+class BuildState:
+    table_name: str
+    manifest_sha256: str
+    config: str
+    built_through: date
+    history_fingerprint: str
+    rows: int
+    manifest: str
+    updated_at: datetime
+
+
+def build_state(con: duckdb.DuckDBPyConnection, table: str) -> BuildState | None:
+    con.execute(BUILDS_DDL)
+    found = con.execute("SELECT * FROM feature_builds WHERE table_name = ?", [table]).fetchall()
+    return BuildState(*found[0]) if found else None
+
+
+def history_fingerprint(wh: Warehouse, through: date) -> str:
+    """What a build read: raw quotes up to ``through`` and the listing history (sectors)."""
+    return f"{wh.fingerprint('raw_quotes', through=through)}:{wh.fingerprint('listed_info')}"
+
+
+def staging_table(manifest: FeatureManifest) -> str:
+    return f"{manifest.table_name}__staging"
+
+
+def stage_rows(con: duckdb.DuckDBPyConnection, manifest: FeatureManifest, chunks: Iterable[pa.Table]) -> int:
+    """Write ``chunks`` into a fresh ``<table>__staging``, committing each one.
+
+    Rows committed chunk by chunk go to disk, so memory stays at one chunk however large the build; rows
+    held in one open transaction would all stay in memory. ``swap_in`` then publishes them atomically.
+    """
+    staging = staging_table(manifest)
+    columns = [(key, _KEY_TYPES[key]) for key in manifest.keys]
+    columns += [(c.name, c.dtype) for c in (*manifest.features, *manifest.targets)]
+    ddl = ", ".join(f'"{name}" {_SQL_TYPES[dtype]}' for name, dtype in columns)
+    con.execute(f"CREATE OR REPLACE TABLE {staging} ({ddl})")
+    written = 0
+    try:
+        for chunk in chunks:
+            con.register("feature_chunk", chunk)
+            try:
+                con.execute(f"INSERT INTO {staging} SELECT * FROM feature_chunk")
+            finally:
+                con.unregister("feature_chunk")
+            written += chunk.num_rows
+    except BaseException:
+        con.execute(f"DROP TABLE IF EXISTS {staging}")
+        raise
+    return written
+
+
+def swap_in(con: duckdb.DuckDBPyConnection, manifest: FeatureManifest, since: date, full: bool) -> None:
+    """Publish the staged rows (inside the caller's transaction): the whole table, or its rows from ``since``."""
+    table, staging = manifest.table_name, staging_table(manifest)
+    if full:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+        con.execute(f"ALTER TABLE {staging} RENAME TO {table}")
+        return
+    con.execute(f"DELETE FROM {table} WHERE Date >= ?", [since])
+    con.execute(f"INSERT INTO {table} SELECT * FROM {staging}")
+    con.execute(f"DROP TABLE {staging}")
+
+
+def record_build(con: duckdb.DuckDBPyConnection, state: BuildState) -> None:
+    con.execute(BUILDS_DDL)
+    con.execute("INSERT OR REPLACE INTO feature_builds VALUES (?, ?, ?, ?, ?, ?, ?, ?)", list(state.__dict__.values()))

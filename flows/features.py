@@ -1,0 +1,110 @@
+"""The ``build-features`` flow: the versioned, validated feature table of a pipeline config.
+
+from flows.features import build_features
+ref = build_features(config="deployments/demo.yaml")   # {"table": "features_…", "manifest_sha256": …}
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from atft.config import load_config
+from atft.features.build import FeatureBuild
+from atft.features.build import build_features as run_feature_build
+from schemas.feature_table import FeatureValidationError
+
+
+def _artifact_key(config: str, suffix: str) -> str:
+    return f"features-{Path(config).stem}-{suffix}".replace("_", "-").lower()
+
+
+@task(name="build-feature-table", timeout_seconds=2 * 3600, cache_policy=NO_CACHE)
+def build_feature_table(config: str, as_of: date | None, warehouse: str | None) -> dict[str, Any]:
+    """Build or update the table and validate it in the same transaction; returns the build summary."""
+    try:
+        build = run_feature_build(
+            load_config(config), as_of=as_of, warehouse=warehouse, on_progress=get_run_logger().info
+        )
+    except FeatureValidationError as exc:
+        # The failing checks are the report a person needs; the run then fails with them.
+        create_table_artifact(
+            key=_artifact_key(config, "validation"),
+            table=exc.report.rows(),
+            description="Feature validation FAILED: nothing was written",
+        )
+        raise
+    return asdict(build)
+
+
+def _publish(config: str, build: FeatureBuild) -> None:
+    create_table_artifact(
+        key=_artifact_key(config, "groups"),
+        table=[{"group": group, "columns": n} for group, n in build.groups.items()]
+        + [{"group": "total inputs", "columns": build.width}],
+        description=f"Input features of {build.table} by group",
+    )
+    if build.validation:
+        create_table_artifact(
+            key=_artifact_key(config, "validation"),
+            table=build.validation,
+            description=f"Validation of the rows written to {build.table}: passed",
+        )
+    create_markdown_artifact(
+        key=_artifact_key(config, "manifest"),
+        markdown=(
+            f"### Feature manifest\n\n"
+            f"| | |\n|---|---|\n| table | `{build.table}` |\n| manifest sha256 | `{build.manifest_sha256}` |\n"
+            f"| manifest file | `{build.manifest_path}` |\n| inputs | {build.width} |\n| build | {build.mode} "
+            f"({build.rows_written:,} rows written, {build.rows_total:,} in the table) |\n"
+            f"| through | {build.through} |\n"
+        ),
+        description=f"Manifest of {build.table}",
+    )
+
+
+def _run_name() -> str:
+    return f"features-{Path(flow_run.parameters.get('config', 'config')).stem}"
+
+
+@flow(name="build-features", flow_run_name=_run_name)
+def build_features(
+    config: str = "deployments/demo.yaml",
+    as_of: date | None = None,
+    warehouse: str | None = None,
+) -> dict[str, Any]:
+    """Build or bring up to date the feature table through ``as_of`` (default: the last ingested day).
+
+    Returns a reference: the table name, the manifest hash and path, and the last day built.
+    """
+    build = FeatureBuild(**build_feature_table(config, as_of, warehouse))
+    _publish(config, build)
+    get_run_logger().info(build.summary())
+    return {
+        "table": build.table,
+        "manifest_sha256": build.manifest_sha256,
+        "manifest_path": build.manifest_path,
+        "through": build.through,
+        "mode": build.mode,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Build the feature table of a pipeline config (no server needed).")
+    parser.add_argument("config", help="pipeline config, e.g. deployments/demo.yaml")
+    parser.add_argument("--as-of", type=date.fromisoformat, help="last day to build (default: last ingested)")
+    parser.add_argument("--warehouse", help="DuckDB file (default: the config's warehouse.path)")
+    args = parser.parse_args(argv)
+    print(build_features(config=args.config, as_of=args.as_of, warehouse=args.warehouse))
+
+
+if __name__ == "__main__":
+    main()

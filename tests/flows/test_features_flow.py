@@ -1,0 +1,70 @@
+"""The ``build-features`` flow: a reference back, artifacts in the UI, and a validation failure that fails the run."""
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+import flows.features as features_flow
+import flows.ingest as ingest_flow
+from atft.warehouse import Warehouse
+from schemas.feature_table import FeatureValidationError
+from schemas.manifest import FeatureManifest
+
+
+def market_config(tmp_path: Path, name: str, **features: object) -> str:
+    path = tmp_path / f"{name}.yaml"
+    config = {
+        "name": name,
+        "source": {"kind": "synthetic", "seed": 5, "n_stocks": 40, "start": "2022-01-04", "end": "2022-12-28"},
+        "universe": {"code_pattern": r"^\d{4}$"},
+        "warehouse": {"path": str(tmp_path / f"{name}.duckdb")},
+        "features": {"cs_z": {"min_stocks": 10}, "manifest_dir": str(tmp_path / "manifests")} | features,
+    }
+    path.write_text(yaml.safe_dump(config))
+    ingest_flow.ingest(config=str(path))
+    return str(path)
+
+
+def artifact(key: str):
+    async def read():
+        async with get_client() as client:
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+    (found,) = asyncio.run(read())
+    return found
+
+
+def test_the_flow_returns_a_reference_and_publishes_groups_validation_and_manifest(tmp_path):
+    config = market_config(tmp_path, "flowfeatures")
+    ref = features_flow.build_features(config=config)
+    assert set(ref) == {"table", "manifest_sha256", "manifest_path", "through", "mode"}
+    manifest = FeatureManifest.read(ref["manifest_path"])
+    assert ref["table"] == manifest.table_name and ref["manifest_sha256"] == manifest.sha256
+    with Warehouse(tmp_path / "flowfeatures.duckdb", read_only=True) as wh:
+        assert wh.row_count(ref["table"]) == wh.row_count("raw_quotes")
+    groups = {row["group"]: row["columns"] for row in json.loads(artifact("features-flowfeatures-groups").data)}
+    assert groups["total inputs"] == manifest.width and groups["cs_z"] == 72
+    validation = json.loads(artifact("features-flowfeatures-validation").data)
+    assert validation[0]["detail"].startswith("passed")
+    assert manifest.sha256 in artifact("features-flowfeatures-manifest").data
+    # A second run finds nothing new.
+    assert features_flow.build_features(config=config)["mode"] == "up_to_date"
+
+
+def test_a_validation_failure_fails_the_run_with_the_report_and_writes_nothing(tmp_path):
+    # A NaN bound of 0 cannot hold for features whose windows reach across halts and listings.
+    config = market_config(tmp_path, "strict", max_nan_fraction=0.0)
+    state = features_flow.build_features(config=config, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(FeatureValidationError, match=r"nan_fraction"):
+        state.result()
+    rows = json.loads(artifact("features-strict-validation").data)
+    assert any(row["check"] == "nan_fraction" for row in rows)
+    with Warehouse(tmp_path / "strict.duckdb", read_only=True) as wh:
+        tables = {t for (t,) in wh.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert not any(t.startswith("features_") for t in tables)
