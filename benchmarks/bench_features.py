@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
+
+from harness import peak_rss_mib, run_phase
 
 from atft.calendar import TradingCalendar
 from atft.config import FeaturesConfig, PipelineConfig, SyntheticSourceConfig, UniverseConfig, WarehouseConfig
@@ -67,26 +67,14 @@ def _phase(name: str, stocks: int, sessions: int, workdir: Path) -> dict[str, fl
     seconds = time.perf_counter() - began
     return {
         "seconds": seconds,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_mib(),
         "detail": detail,
     }
 
 
-def _run_phase(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, float | str]:
-    command = [
-        sys.executable,
-        __file__,
-        "--phase",
-        name,
-        "--stocks",
-        str(args.stocks),
-        "--sessions",
-        str(args.sessions),
-    ]
-    done = subprocess.run([*command, "--workdir", str(workdir)], capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"benchmark phase {name} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def _run_phase(name: str, args: argparse.Namespace, workdir: Path) -> dict:
+    options = ["--stocks", str(args.stocks), "--sessions", str(args.sessions), "--workdir", str(workdir)]
+    return run_phase(__file__, name, options)
 
 
 def main() -> None:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +24,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+from harness import peak_rss_mib, run_phase
 
 from atft.calendar import TradingCalendar
 from atft.config import PipelineConfig, SyntheticSourceConfig, UniverseConfig, WarehouseConfig
@@ -65,17 +64,13 @@ def _phase(name: str, stocks: int, sessions: int, warehouse: Path) -> dict[str, 
         # start is explicit so that the re-ingest reads the whole window again, not just the last day.
         rows = ingest(config, start=config.source.start, on_progress=lambda _: None).rows_received
     seconds = time.perf_counter() - began
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mib = peak_rss_mib()
     return {"seconds": seconds, "rows": rows, "rows_per_s": rows / seconds, "peak_rss_mib": peak_mib}
 
 
-def _run_phase(name: str, args: argparse.Namespace, warehouse: Path) -> dict[str, float]:
-    command = [sys.executable, __file__, "--phase", name, "--stocks", str(args.stocks)]
-    command += ["--sessions", str(args.sessions), "--warehouse", str(warehouse)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"benchmark phase {name} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def _run_phase(name: str, args: argparse.Namespace, warehouse: Path) -> dict:
+    options = ["--stocks", str(args.stocks), "--sessions", str(args.sessions), "--warehouse", str(warehouse)]
+    return run_phase(__file__, name, options)
 
 
 def main() -> None:
