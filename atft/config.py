@@ -179,6 +179,64 @@ class FeaturesConfig(_Strict):
         return horizons
 
 
+class GraphConfig(_Strict):
+    """The per-day stock graph: top-k correlation of trailing daily returns, plus same-sector peers."""
+
+    window: int = Field(20, ge=5)  # trailing sessions of returns, the day itself included
+    top_k: int = Field(10, ge=1)
+    min_abs_corr: float = Field(0.3, ge=0, le=1)
+    sector_peers: int = Field(3, ge=0)  # most-correlated same-sector peers per stock; 0 disables
+
+
+class ModelConfig(_Strict):
+    name: Literal["atft_gat_fan", "apex"] = "atft_gat_fan"
+    lookback: int = Field(20, ge=2)  # sessions per input window, the day itself last
+    hidden: int = Field(64, ge=8)
+    var_hidden: int = Field(8, ge=2)  # per-variable embedding width inside the variable selection network
+    dropout: float = Field(0.1, ge=0, lt=1)
+    fan_window: int = Field(8, ge=2)  # trailing steps of each causal FAN spectrum
+    fan_top_k: int = Field(2, ge=1)  # dominant frequencies removed per window and channel
+    gat_heads: int = Field(2, ge=1)
+    gat_layers: int = Field(1, ge=1)
+    patch_len: int = Field(8, ge=2)  # APEX baseline: PatchTST patching
+    patch_stride: int = Field(4, ge=1)
+    transformer_layers: int = Field(2, ge=1)
+    attention_heads: int = Field(4, ge=1)
+    graph: GraphConfig = GraphConfig()
+
+
+class LossConfig(_Strict):
+    """Per-day ranking losses; the MSE-type term stays small so that predictions cannot collapse to the mean."""
+
+    huber_weight: float = Field(0.05, ge=0)
+    huber_delta: float = Field(1.0, gt=0)
+    listnet_weight: float = Field(1.0, ge=0)
+    listnet_tau: float = Field(1.0, gt=0)
+    ic_weight: float = Field(1.0, ge=0)
+    sharpe_weight: float = Field(0.1, ge=0)
+    variance_floor: float = Field(0.2, ge=0)  # per-day prediction std below this is penalised
+    variance_weight: float = Field(1.0, ge=0)
+    # Weight of each horizon's loss; horizons not listed get 0.
+    horizon_weights: dict[int, float] = Field(default_factory=lambda: {1: 0.5, 5: 1.0, 10: 0.5, 20: 0.25})
+
+
+class TrainConfig(_Strict):
+    seed: int = 7
+    epochs: int = Field(8, ge=1)
+    days_per_batch: int = Field(4, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_fraction: float = Field(0.1, ge=0, lt=1)  # of all steps, then cosine decay
+    grad_clip: float = Field(1.0, gt=0)
+    patience: int = Field(3, ge=1)  # epochs without a better validation RankIC before stopping
+    primary_horizon: int = Field(5, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False  # torch.compile on CUDA
+    num_workers: int = Field(0, ge=0)
+    collapse_std: float = Field(1e-3, ge=0)  # median per-day prediction std below this is a collapse
+    staging_dir: Path = Path("data/staging")
+
+
 class PipelineConfig(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     source: SourceConfig
@@ -187,6 +245,9 @@ class PipelineConfig(_Strict):
     warehouse: WarehouseConfig = WarehouseConfig()
     validation: ValidationConfig = ValidationConfig()
     features: FeaturesConfig = FeaturesConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
 
 
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> PipelineConfig:

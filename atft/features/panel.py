@@ -84,7 +84,7 @@ def load_panel(
         alive=alive,
         volume=np.where(alive, raw["volume"] * cum, np.nan),
         turnover=np.where(alive, raw["turnover"], np.nan),
-        sector=_sectors(con, codes, dates) if sectors else None,
+        sector=sector_panel(con, codes, dates) if sectors else None,
         **prices,
     )
 
@@ -148,7 +148,7 @@ def _cumulative_factors(
     return cum
 
 
-def _sectors(con: duckdb.DuckDBPyConnection, codes: np.ndarray, dates: pd.DatetimeIndex) -> np.ndarray:
+def sector_panel(con: duckdb.DuckDBPyConnection, codes: np.ndarray, dates: pd.DatetimeIndex) -> np.ndarray:
     """Sector17Code in force on each day (point in time, from listed_info's validity ranges), as a dense id."""
     sector = np.full((len(codes), len(dates)), -1, dtype=np.int16)
     rows = con.execute(

@@ -1,0 +1,17 @@
+"""Models: one signature ``model(x, x_mask, edge_index, edge_attr, day) -> [N, H]``, input width from the manifest."""
+
+from __future__ import annotations
+
+from atft.config import ModelConfig
+from atft.models.apex import APEX
+from atft.models.atft_gat_fan import ATFTGATFAN
+from atft.models.contract import ContractModel, InputWidthError
+
+__all__ = ["APEX", "ATFTGATFAN", "ContractModel", "InputWidthError", "build_model"]
+
+_MODELS: dict[str, type[ContractModel]] = {ATFTGATFAN.name: ATFTGATFAN, APEX.name: APEX}
+
+
+def build_model(config: ModelConfig, width: int, horizons: list[int], manifest_sha256: str) -> ContractModel:
+    """The model ``config.name`` for inputs of exactly ``width`` features (from the manifest, nowhere else)."""
+    return _MODELS[config.name](config, width, horizons, manifest_sha256)

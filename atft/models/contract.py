@@ -1,0 +1,89 @@
+"""The input contract every model shares: width and lookback fixed at build time, per-feature scaling buffers.
+
+The feature manifest is the only source of the input width. A batch that does not match is an error naming both
+widths and the manifest, never a reason to rebuild a layer (the 82-vs-437 checkpoint failure).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from atft.config import ModelConfig
+
+# Smallest per-feature std the scaling divides by: a constant training column must not blow up to +-inf.
+STD_FLOOR = 1e-6
+
+
+class InputWidthError(ValueError):
+    """A batch whose feature width or lookback differs from what the model was built for."""
+
+
+class ContractModel(nn.Module):
+    """Base of all models: stores the build contract, checks it in forward, owns the input scaling."""
+
+    name: str
+
+    def __init__(self, config: ModelConfig, width: int, horizons: list[int], manifest_sha256: str) -> None:
+        super().__init__()
+        if width < 1:
+            raise ValueError(f"input width must be positive, got {width}")
+        if not horizons:
+            raise ValueError("at least one horizon is needed")
+        if not manifest_sha256:
+            raise ValueError("a manifest hash is needed: it is how a checkpoint names its feature list")
+        self.config = config
+        self.width = width
+        self.horizons = list(horizons)
+        self.manifest_sha256 = manifest_sha256
+        # Buffers, not parameters: fitted by the trainer on training days, saved and loaded with the weights.
+        self.register_buffer("input_mean", torch.zeros(width))
+        self.register_buffer("input_std", torch.ones(width))
+
+    def set_input_scaling(self, mean: Tensor, std: Tensor) -> None:
+        """Install per-feature statistics fitted on training days; std is floored at ``STD_FLOOR``."""
+        for label, values in (("mean", mean), ("std", std)):
+            if values.shape != (self.width,):
+                raise InputWidthError(
+                    f"input scaling {label} has shape {tuple(values.shape)}, expected ({self.width},) "
+                    f"(manifest {self.manifest_sha256})"
+                )
+            if not torch.isfinite(values).all():
+                raise ValueError(f"input scaling {label} has non-finite values")
+        with torch.no_grad():
+            self.input_mean.copy_(mean)
+            self.input_std.copy_(std.clamp_min(STD_FLOOR))
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able summary stored next to the weights in a checkpoint."""
+        return {
+            "model": self.name,
+            "width": self.width,
+            "horizons": list(self.horizons),
+            "manifest_sha256": self.manifest_sha256,
+            "config": self.config.model_dump(mode="json"),
+            "parameters": sum(p.numel() for p in self.parameters()),
+        }
+
+    def prepare_inputs(self, x: Tensor, x_mask: Tensor) -> Tensor:
+        """Check the contract, scale, zero non-finite values and missing steps: [N, L, F] -> [N, L, F]."""
+        if x.dim() != 3:
+            raise InputWidthError(f"x must be [N, L, F], got shape {tuple(x.shape)} (manifest {self.manifest_sha256})")
+        if x.shape[-1] != self.width:
+            raise InputWidthError(
+                f"input width {x.shape[-1]} does not match the manifest's {self.width} "
+                f"(manifest {self.manifest_sha256}); rebuild features with that manifest or retrain — "
+                "the model never resizes itself"
+            )
+        if x.shape[1] != self.config.lookback:
+            raise InputWidthError(
+                f"input lookback {x.shape[1]} does not match the model's {self.config.lookback} "
+                f"(manifest {self.manifest_sha256}); rebuild windows with the model's lookback or retrain"
+            )
+        x = (x - self.input_mean) / self.input_std
+        # Missing values arrive as 0 already; anything non-finite left is treated as missing too. A missing step
+        # becomes 0, the training mean after scaling, so it carries no spurious level.
+        x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+        return x * x_mask.unsqueeze(-1).to(x.dtype)

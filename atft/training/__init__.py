@@ -1,0 +1,1 @@
+"""Training: the trainer loop, device handling, and the guards around it."""

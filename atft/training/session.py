@@ -1,0 +1,120 @@
+"""One training run over explicit windows: contract first, then data, model, fit, and a staged result.
+
+The contract is checked before a model is built or a device touched: a drifted feature table never
+costs a training run. The staged result is safe to load anywhere: weights as safetensors (no pickled
+code), everything else as JSON, with the manifest hash that the weights were trained against.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import numpy as np
+from safetensors.torch import save_file
+from torch import nn
+
+from atft.config import PipelineConfig
+from atft.data.arrays import FeatureArrays, load_arrays, table_schema
+from atft.data.dataset import DayDataset, day_loader
+from atft.losses import RankingLoss
+from atft.models import build_model
+from atft.training.trainer import EpochRecord, TrainResult, fit, fit_input_scaling, seed_everything
+from schemas.contract import check_contract
+from schemas.manifest import FeatureManifest
+
+
+@dataclass(frozen=True)
+class Windows:
+    train_start: date
+    train_end: date
+    valid_start: date
+    valid_end: date
+
+    def __post_init__(self) -> None:
+        if not self.train_start <= self.train_end < self.valid_start <= self.valid_end:
+            raise ValueError(f"windows must be ordered train_start <= train_end < valid_start <= valid_end, got {self}")
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    arrays: FeatureArrays
+    train: DayDataset
+    valid: DayDataset
+    train_days: list[int]
+
+
+def check_features(con: duckdb.DuckDBPyConnection, manifest: FeatureManifest, expected_sha256: str) -> None:
+    """Refuse a feature table whose columns, or whose manifest, differ from what the run was promised."""
+    check_contract(table_schema(con, manifest.table_name), manifest, actual_hash=expected_sha256)
+
+
+def prepare_data(con: duckdb.DuckDBPyConnection, manifest: FeatureManifest, config: PipelineConfig,
+                 windows: Windows) -> TrainingData:  # fmt: skip
+    """Arrays for both windows, and datasets whose labels stop at each window's end (the purge)."""
+    lookback = config.model.lookback
+    arrays = load_arrays(con, manifest, windows.train_start, windows.valid_end, history=lookback - 1)
+    dates = arrays.dates.date
+
+    def days(start: date, end: date) -> list[int]:
+        return [i for i, d in enumerate(dates) if start <= d <= end and i >= lookback - 1]
+
+    train_days, valid_days = days(windows.train_start, windows.train_end), days(windows.valid_start, windows.valid_end)
+    if not train_days or not valid_days:
+        raise ValueError(f"no feature rows in a window: {len(train_days)} train days, {len(valid_days)} valid days")
+    train = DayDataset(arrays, train_days, lookback, config.model.graph, label_cutoff=train_days[-1])
+    valid = DayDataset(arrays, valid_days, lookback, config.model.graph, label_cutoff=valid_days[-1])
+    return TrainingData(arrays, train, valid, train_days)
+
+
+def train_model(
+    config: PipelineConfig,
+    manifest: FeatureManifest,
+    data: TrainingData,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> tuple[nn.Module, TrainResult]:
+    """Build the configured model from the manifest's width, fit it, and load its best state."""
+    seed_everything(config.train.seed)
+    horizons = data.arrays.horizons
+    model = build_model(config.model, manifest.width, horizons, manifest.sha256)
+    model.set_input_scaling(*fit_input_scaling(data.arrays, data.train_days))
+    train = config.train
+    result = fit(
+        model,
+        day_loader(data.train, train.days_per_batch, shuffle=True, seed=train.seed, num_workers=train.num_workers),
+        day_loader(data.valid, train.days_per_batch, shuffle=False),
+        RankingLoss(config.loss, horizons),
+        train,
+        horizons,
+        on_epoch,
+    )
+    model.load_state_dict(result.state_dict)
+    return model.cpu(), result
+
+
+def stage(model: nn.Module, result: TrainResult, manifest: FeatureManifest, windows: Windows, directory: Path) -> Path:
+    """Write the trained state for a later publish step: weights.safetensors, model.json, history.json."""
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in result.state_dict.items()}, directory / "weights.safetensors")
+    description = {
+        **model.describe(),
+        "manifest_sha256": manifest.sha256,
+        "windows": {k: str(v) for k, v in asdict(windows).items()},
+        "best_epoch": result.best_epoch,
+        "best_valid_rank_ic": result.best_valid_rank_ic,
+        "collapsed": result.collapsed,
+        "device": result.device,
+    }
+    (directory / "model.json").write_text(json.dumps(description, indent=2, default=_json_default))
+    (directory / "history.json").write_text(json.dumps(result.history_dicts(), indent=2, default=_json_default))
+    return directory
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)

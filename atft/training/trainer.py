@@ -1,0 +1,249 @@
+"""The trainer: one code path on CPU (fp32) and CUDA (bf16 autocast), early stopping on validation RankIC.
+
+It guards against the failures this platform exists to prevent: a non-finite loss or gradient stops the
+run with a clear error, and the per-day prediction std is measured every epoch, so a collapse to a
+constant is reported when it happens instead of being discovered after publication. It returns the best
+state and the history in memory; publication is someone else's job.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from atft.config import TrainConfig
+from atft.data.arrays import FeatureArrays
+from atft.losses import RankingLoss
+from atft.metrics import daily_ic, daily_rank_ic, summarise
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or a gradient became NaN or infinite."""
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    components: dict[str, float]
+    valid_rank_ic: dict[int, float]  # horizon -> mean daily RankIC
+    valid_ic: dict[int, float]
+    prediction_std: float  # median over validation days of the per-day std of primary-horizon predictions
+    collapsed: bool
+    learning_rate: float
+    seconds: float
+    stock_days_per_s: float
+    data_seconds: float  # of ``seconds``, waiting for batches
+
+    def line(self) -> str:
+        ric = ", ".join(f"{h}d {v:+.4f}" for h, v in self.valid_rank_ic.items())
+        flag = "  COLLAPSE" if self.collapsed else ""
+        return (
+            f"epoch {self.epoch}: loss {self.train_loss:.4f}; valid RankIC {ric}; pred std {self.prediction_std:.4f}"
+            f"{flag}; {self.seconds:.1f} s ({self.stock_days_per_s:,.0f} stock-days/s, data {self.data_seconds:.1f} s)"
+        )
+
+
+@dataclass
+class TrainResult:
+    state_dict: dict[str, torch.Tensor]  # the best epoch's weights, on CPU
+    history: list[EpochRecord]
+    best_epoch: int
+    best_valid_rank_ic: float
+    device: str
+    collapsed: bool = field(default=False)  # the best epoch's predictions had collapsed
+
+    def history_dicts(self) -> list[dict[str, object]]:
+        return [asdict(record) for record in self.history]
+
+
+def select_device(preference: str) -> torch.device:
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(preference)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def fit_input_scaling(arrays: FeatureArrays, days: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and std over the training days' rows only: nothing fitted crosses the split."""
+    rows = arrays.x[days][arrays.present[days]].astype(np.float64)
+    mean = np.nanmean(rows, axis=0)
+    std = np.nanstd(rows, axis=0)
+    mean = np.where(np.isfinite(mean), mean, 0.0)
+    std = np.where(np.isfinite(std) & (std > 1e-8), std, 1.0)
+    return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+
+
+def fit(
+    model: nn.Module,
+    train: DataLoader,
+    valid: DataLoader,
+    loss_fn: RankingLoss,
+    config: TrainConfig,
+    horizons: list[int],
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> TrainResult:
+    """Train ``model``; returns the state of the epoch with the best validation RankIC at the primary horizon."""
+    if config.primary_horizon not in horizons:
+        raise ValueError(f"train.primary_horizon {config.primary_horizon} is not one of the horizons {horizons}")
+    device = select_device(config.device)
+    model = model.to(device)
+    step_model = torch.compile(model) if config.compile and device.type == "cuda" else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    total_steps = max(1, config.epochs * len(train))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(total_steps, config.warmup_fraction))
+    primary = horizons.index(config.primary_horizon)
+    history: list[EpochRecord] = []
+    best: tuple[float, int, dict[str, torch.Tensor], bool] | None = None
+    for epoch in range(1, config.epochs + 1):
+        began = time.perf_counter()
+        loss, components, stock_days, data_seconds = _train_epoch(
+            step_model, train, loss_fn, optimizer, scheduler, config, device, epoch
+        )
+        pred, label, mask = predict(step_model, valid, device)
+        rank_ic = _per_horizon(daily_rank_ic, pred, label, mask, horizons)
+        ic = _per_horizon(daily_ic, pred, label, mask, horizons)
+        std = prediction_std(pred[..., primary], mask[..., primary])
+        seconds = time.perf_counter() - began
+        record = EpochRecord(
+            epoch=epoch,
+            train_loss=loss,
+            components=components,
+            valid_rank_ic=rank_ic,
+            valid_ic=ic,
+            prediction_std=std,
+            collapsed=not std >= config.collapse_std,
+            learning_rate=scheduler.get_last_lr()[0],
+            seconds=seconds,
+            stock_days_per_s=stock_days / seconds,
+            data_seconds=data_seconds,
+        )
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        score = rank_ic[config.primary_horizon]
+        score = score if math.isfinite(score) else -math.inf
+        if best is None or score > best[0]:
+            best = (score, epoch, _snapshot(model), record.collapsed)
+        elif epoch - best[1] >= config.patience:
+            break
+    assert best is not None
+    return TrainResult(
+        state_dict=best[2],
+        history=history,
+        best_epoch=best[1],
+        best_valid_rank_ic=best[0],
+        device=str(device),
+        collapsed=best[3],
+    )
+
+
+def _train_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: RankingLoss,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    config: TrainConfig,
+    device: torch.device,
+    epoch: int,
+) -> tuple[float, dict[str, float], int, float]:
+    model.train()
+    total, steps, stock_days, waited = 0.0, 0, 0, 0.0
+    sums: dict[str, float] = {}
+    fetched = time.perf_counter()
+    for step, batch in enumerate(loader, start=1):
+        waited += time.perf_counter() - fetched
+        batch = batch.to(device, non_blocking=True)
+        with _autocast(device):
+            pred = model(*batch.inputs())
+        loss, components = loss_fn(batch.dense(pred.float()), batch.dense(batch.y), batch.dense(batch.y_mask, False))
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {step} (components {components})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        if not torch.isfinite(norm):
+            raise TrainingDiverged(f"gradient norm became {norm.item()} at epoch {epoch}, step {step}")
+        optimizer.step()
+        scheduler.step()
+        total += loss.item()
+        steps += 1
+        stock_days += batch.x.shape[0]
+        for name, value in components.items():
+            sums[name] = sums.get(name, 0.0) + value
+        fetched = time.perf_counter()
+    return total / max(steps, 1), {k: v / max(steps, 1) for k, v in sums.items()}, stock_days, waited
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dense [days, max stocks, H] predictions, labels and label mask over the loader's days, in order."""
+    model.eval()
+    preds, labels, masks = [], [], []
+    for batch in loader:
+        batch = batch.to(device)
+        with _autocast(device):
+            pred = model(*batch.inputs()).float()
+        preds.append(batch.dense(pred, float("nan")).cpu().numpy())
+        labels.append(batch.dense(batch.y, float("nan")).cpu().numpy())
+        masks.append(batch.dense(batch.y_mask, False).cpu().numpy())
+    width = max(p.shape[1] for p in preds)
+    return tuple(np.concatenate([_pad(a, width, fill) for a in arrays]) for arrays, fill in (
+        (preds, np.nan), (labels, np.nan), (masks, False)))  # fmt: skip
+
+
+def prediction_std(pred: np.ndarray, mask: np.ndarray) -> float:
+    """Median over days of the per-day std of predictions across stocks: ~0 means the model collapsed."""
+    values = np.where(mask, pred, np.nan)
+    counts = mask.sum(axis=1)
+    with np.errstate(invalid="ignore"):
+        daily = np.nanstd(values[counts >= 2], axis=1)
+    return float(np.median(daily)) if daily.size else float("nan")
+
+
+def _per_horizon(
+    metric: Callable[..., np.ndarray], pred: np.ndarray, label: np.ndarray, mask: np.ndarray, horizons: list[int]
+) -> dict[int, float]:
+    return {h: summarise(metric(pred[..., k], label[..., k], mask[..., k]))[0] for k, h in enumerate(horizons)}
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.detach().to("cpu").clone() for name, value in model.state_dict().items()}
+
+
+def _pad(array: np.ndarray, width: int, fill: object) -> np.ndarray:
+    pad = [(0, 0), (0, width - array.shape[1])] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, pad, constant_values=fill)
+
+
+def _autocast(device: torch.device) -> torch.autocast:
+    # bf16 on CUDA (no loss scaling needed); plain fp32 on CPU, where autocast is disabled.
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
+    warmup = max(1, int(total_steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
