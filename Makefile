@@ -32,9 +32,12 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_ingest.py
-	$(PY) benchmarks/bench_csz.py
-	$(PY) benchmarks/bench_features.py
+	-$(PY) benchmarks/bench_ingest.py
+	-$(PY) benchmarks/bench_csz.py
+	-$(PY) benchmarks/bench_features.py
+	-$(PY) benchmarks/bench_loader.py
+	-$(PY) benchmarks/bench_train.py
+	-$(PY) benchmarks/bench_learning.py --config deployments/demo.yaml --models atft_gat_fan
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache

@@ -1,0 +1,90 @@
+"""The ``train`` flow: contract first (nothing is built on drifted data), then a staged, safely loadable result."""
+
+import json
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+import atft.training.session as session
+import flows.features as features_flow
+import flows.ingest as ingest_flow
+import flows.train as train_flow
+from atft.config import load_config
+from atft.models import build_model
+from schemas.contract import ContractViolation
+
+WINDOWS = {
+    "train_start": date(2022, 5, 2),
+    "train_end": date(2022, 9, 30),
+    "valid_start": date(2022, 10, 31),
+    "valid_end": date(2022, 12, 28),
+}
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train-flow")
+    path = tmp / "small.yaml"
+    config = {
+        "name": "small",
+        "source": {"kind": "synthetic", "seed": 9, "n_stocks": 30, "start": "2022-01-04", "end": "2022-12-28"},
+        "universe": {"code_pattern": r"^\d{4}$"},
+        "warehouse": {"path": str(tmp / "small.duckdb")},
+        "features": {"cs_z": {"min_stocks": 10}, "manifest_dir": str(tmp / "manifests")},
+        "model": {"lookback": 8, "hidden": 16, "var_hidden": 2, "fan_window": 4},
+        "train": {"epochs": 1, "days_per_batch": 8, "staging_dir": str(tmp / "staging")},
+    }
+    path.write_text(yaml.safe_dump(config))
+    ingest_flow.ingest(config=str(path))
+    return str(path), features_flow.build_features(config=str(path))
+
+
+def test_training_stages_safetensors_and_json_for_the_manifest(market):
+    config, ref = market
+    staged = train_flow.train(config=config, features_ref=ref, **WINDOWS)
+    directory = Path(staged["staging_dir"])
+    assert {p.name for p in directory.iterdir()} == {"weights.safetensors", "model.json", "history.json"}
+    description = json.loads((directory / "model.json").read_text())
+    assert description["manifest_sha256"] == ref["manifest_sha256"] == staged["manifest_sha256"]
+    assert description["windows"]["train_end"] == "2022-09-30"
+    # The weights load into a model built from the manifest's width alone, with no pickle involved.
+    settings = load_config(config)
+    model = build_model(settings.model, description["width"], description["horizons"], ref["manifest_sha256"])
+    model.load_state_dict(load_file(directory / "weights.safetensors"))
+    assert len(json.loads((directory / "history.json").read_text())) == staged["epochs_run"] == 1
+
+
+def test_a_contract_violation_fails_the_run_before_any_model_is_built(market, tmp_path, monkeypatch):
+    config, ref = market
+    built = []
+    monkeypatch.setattr(session, "build_model", lambda *a, **k: built.append(1))
+    drifted = tmp_path / "drifted.duckdb"
+    drifted.write_bytes(Path(load_config(config).warehouse.path).read_bytes())
+    with duckdb.connect(str(drifted)) as con:
+        con.execute(f'ALTER TABLE {ref["table"]} DROP COLUMN "ret_1d_cs_z"')
+    state = train_flow.train(config=config, features_ref=ref, warehouse=str(drifted), return_state=True, **WINDOWS)
+    assert state.is_failed() and built == []
+    with pytest.raises(ContractViolation, match=r"missing 1 column: ret_1d_cs_z"):
+        state.result()
+
+
+def test_a_checkpoint_manifest_that_differs_is_refused(market):
+    config, ref = market
+    other = dict(ref, manifest_sha256="0" * 64)
+    state = train_flow.train(config=config, features_ref=other, return_state=True, **WINDOWS)
+    assert state.is_failed()
+    with pytest.raises(ContractViolation, match="manifest hash"):
+        state.result()
+
+
+def test_windows_must_be_ordered(market):
+    config, ref = market
+    bad = dict(WINDOWS, valid_start=date(2022, 9, 1))
+    state = train_flow.train(config=config, features_ref=ref, return_state=True, **bad)
+    assert state.is_failed()
+    with pytest.raises(ValueError, match="train_end < valid_start"):
+        state.result()
