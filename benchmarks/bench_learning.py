@@ -96,15 +96,15 @@ def main() -> None:
         windows, (test_start, test_end) = split(dates, lookback, gap)
         arrays = load_arrays(wh.con, manifest, windows.train_start, test_end, history=lookback - 1)
         oracle = _oracle(wh, manifest, test_start, test_end) if config.source.kind == "synthetic" else None
-        data = {name: prepare_data(wh.con, manifest, config.model_copy(update={"model": config.model.model_copy(
-            update={"name": name})}), windows) for name in args.models.split(",")}  # fmt: skip
+        # The same windows, graphs and purge for every model: only lookback and graph settings shape the data.
+        data = prepare_data(wh.con, manifest, config, windows)
     test = test_days(arrays, test_start, lookback)
     _, label, mask = dense_rows(arrays, test)
     results: dict[str, dict[str, float]] = {}
-    for name, prepared in data.items():
+    for name in args.models.split(","):
         run = config.model_copy(update={"model": config.model.model_copy(update={"name": name})})
         began = time.perf_counter()
-        model, result = train_model(run, manifest, prepared, lambda r, n=name: print(f"  {n} {r.line()}", flush=True))
+        model, result = train_model(run, manifest, data, lambda r, n=name: print(f"  {n} {r.line()}", flush=True))
         loader = day_loader(DayDataset(arrays, test, lookback, config.model.graph), 4, shuffle=False)
         pred, model_label, model_mask = predict(model, loader, torch.device("cpu"))
         results[name] = scores(pred, model_label, model_mask, arrays.horizons) | {
