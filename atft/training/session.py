@@ -8,7 +8,7 @@ code), everything else as JSON, with the manifest hash that the weights were tra
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
@@ -38,6 +38,18 @@ class Windows:
     def __post_init__(self) -> None:
         if not self.train_start <= self.train_end < self.valid_start <= self.valid_end:
             raise ValueError(f"windows must be ordered train_start <= train_end < valid_start <= valid_end, got {self}")
+
+    @classmethod
+    def trailing(cls, dates: Sequence[date], valid_days: int, purge: int, warm_up: int) -> Windows:
+        """Validation on the last ``valid_days`` dates; training from the end of the features' ``warm_up`` to
+        ``purge`` sessions before validation, so that no training label reaches into it."""
+        if len(dates) < warm_up + purge + valid_days + 20:
+            raise ValueError(
+                f"{len(dates)} days of features are too few for a {warm_up}-day warm-up, a {purge}-day purge "
+                f"and {valid_days} validation days"
+            )
+        valid_start = len(dates) - valid_days
+        return cls(dates[warm_up], dates[valid_start - purge - 1], dates[valid_start], dates[-1])
 
 
 @dataclass(frozen=True)
