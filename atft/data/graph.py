@@ -12,8 +12,6 @@ import numpy as np
 
 from atft.config import GraphConfig
 
-EDGE_FEATURES = ("corr", "same_sector")
-
 
 def day_graph(returns: np.ndarray, sectors: np.ndarray, config: GraphConfig) -> tuple[np.ndarray, np.ndarray]:
     """``returns`` [window, n] (NaN missing) and ``sectors`` [n] (-1 unknown) of one day's stocks.
