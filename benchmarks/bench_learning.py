@@ -84,8 +84,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--models", default="atft_gat_fan,apex")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, e.g. --set warehouse.path=/tmp/bench.duckdb (repeatable)",
+    )
     args = parser.parse_args()
-    config = load_config(args.config, {"train.epochs": args.epochs})
+    overrides = dict(item.split("=", 1) for item in args.set)
+    config = load_config(args.config, {"train.epochs": args.epochs, **overrides})
     quiet = {"on_progress": lambda _: None}
     ingest(config, **quiet)
     built = build_features(config, **quiet)
@@ -101,7 +109,7 @@ def main() -> None:
     test = test_days(arrays, test_start, lookback)
     _, label, mask = dense_rows(arrays, test)
     results: dict[str, dict[str, float]] = {}
-    for name in args.models.split(","):
+    for name in filter(None, args.models.split(",")):
         run = config.model_copy(update={"model": config.model.model_copy(update={"name": name})})
         began = time.perf_counter()
         model, result = train_model(run, manifest, data, lambda r, n=name: print(f"  {n} {r.line()}", flush=True))

@@ -36,7 +36,8 @@ class StoredCube:
     @property
     def array(self) -> np.ndarray:
         if self._array is None:
-            self._array = np.load(self.path, mmap_mode="r")
+            # Copy-on-write: writable views for torch.from_numpy, while the file itself is never written.
+            self._array = np.load(self.path, mmap_mode="c")
         return self._array
 
     def __getstate__(self) -> dict[str, object]:

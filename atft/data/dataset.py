@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from atft.config import GraphConfig
@@ -44,39 +44,51 @@ class DayDataset(Dataset):
 
     def __getitem__(self, positions: Sequence[int]) -> DayBatch:
         a = self.arrays
-        present = sliding_window_view(a.present, self.lookback, axis=0)  # [D-L+1, S, L], a view
+        days = [self.days[p] for p in positions]
+        stocks = a.present.shape[1]
         horizons = np.asarray(a.horizons)
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("x", "x_mask", "edges", "attr", "day", "slot", "y", "m")}
-        offset = 0
-        for i, position in enumerate(positions):
-            d = self.days[position]
+        runs = _consecutive_runs(days)
+        views = [torch.from_numpy(self._windows(run[0], len(run))) for run in runs]
+        x = views[0] if len(views) == 1 else torch.cat(views)
+        windows_present = sliding_window_view(a.present, self.lookback, axis=0)  # [D-L+1, S, L], a view
+        x_mask = np.concatenate([windows_present[d - self.lookback + 1] for d in days])
+        # The purge: a label whose horizon reaches past the cutoff is not a label here. Absent stocks have none.
+        y_mask = np.stack([a.target_valid[d] & a.present[d][:, None] & (d + horizons <= self.label_cutoff)
+                           for d in days])  # fmt: skip
+        y = np.where(y_mask, a.targets[days], 0.0).astype(np.float32)
+        edges, attr = [], []
+        for i, d in enumerate(days):
             rows = np.flatnonzero(a.present[d])
-            # The day's window is a contiguous [L, S, F] slice; one gather along stocks is the only copy.
-            parts["x"].append(np.take(a.x[d - self.lookback + 1 : d + 1], rows, axis=1))
-            parts["x_mask"].append(present[d - self.lookback + 1][rows])
-            edges, attr = self._graph(d, rows)
-            parts["edges"].append(edges + offset)
-            parts["attr"].append(attr)
-            parts["day"].append(np.full(len(rows), i))
-            parts["slot"].append(np.arange(len(rows)))
-            # The purge: a label whose horizon reaches past the cutoff is not a label here.
-            usable = a.target_valid[d][rows] & (d + horizons <= self.label_cutoff)[None, :]
-            parts["y"].append(np.where(usable, a.targets[d][rows], 0.0).astype(np.float32))
-            parts["m"].append(usable)
-            offset += len(rows)
-        # [L, N, F] in memory, seen as [N, L, F]: the model's first operation makes its own copy anyway.
-        x = torch.from_numpy(np.concatenate(parts["x"], axis=1)).permute(1, 0, 2)
+            day_edges, day_attr = self._graph(d, rows)
+            edges.append(rows[day_edges] + i * stocks)  # the day's present stocks -> the batch's rows
+            attr.append(day_attr)
         return DayBatch(
             x=x if x.dtype == torch.float32 else x.float(),
-            x_mask=torch.from_numpy(np.concatenate(parts["x_mask"])),
-            edge_index=torch.from_numpy(np.concatenate(parts["edges"], axis=1)),
-            edge_attr=torch.from_numpy(np.concatenate(parts["attr"])),
-            day=torch.from_numpy(np.concatenate(parts["day"]).astype(np.int64)),
-            slot=torch.from_numpy(np.concatenate(parts["slot"]).astype(np.int64)),
-            y=torch.from_numpy(np.concatenate(parts["y"])),
-            y_mask=torch.from_numpy(np.concatenate(parts["m"])),
-            n_days=len(positions),
-            max_stocks=max(len(s) for s in parts["slot"]),
+            x_mask=torch.from_numpy(x_mask),
+            edge_index=torch.from_numpy(np.concatenate(edges, axis=1)),
+            edge_attr=torch.from_numpy(np.concatenate(attr)),
+            day=torch.arange(len(days)).repeat_interleave(stocks),
+            slot=torch.arange(stocks).repeat(len(days)),
+            y=torch.from_numpy(y.reshape(-1, len(horizons))),
+            y_mask=torch.from_numpy(y_mask.reshape(-1, len(horizons))),
+            n_days=len(days),
+            max_stocks=stocks,
+        )
+
+    def _windows(self, first: int, count: int) -> np.ndarray:
+        """[count * S, L, F] windows of ``count`` consecutive days from ``first``, as one view of the cube.
+
+        Row ``i * S + s`` at step ``l`` is ``cube[first + i - L + 1 + l, s]``: the day-major cube already holds
+        every window, so the view needs only the right strides, and no byte is copied.
+        """
+        cube = self.arrays.x
+        _, stocks, width = cube.shape
+        step_stride, stock_stride, feature_stride = cube.strides
+        base = cube[first - self.lookback + 1 :]
+        return as_strided(
+            base,
+            shape=(count * stocks, self.lookback, width),
+            strides=(stock_stride, step_stride, feature_stride),
         )
 
     def _graph(self, d: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,8 +100,24 @@ class DayDataset(Dataset):
         return self._graphs[d]
 
 
+def _consecutive_runs(days: Sequence[int]) -> list[list[int]]:
+    """``days`` split where they stop being consecutive: each run is one zero-copy view."""
+    runs: list[list[int]] = []
+    for d in days:
+        if runs and d == runs[-1][-1] + 1:
+            runs[-1].append(d)
+        else:
+            runs.append([d])
+    return runs
+
+
 class DayBatchSampler(Sampler[list[int]]):
-    """Positions of ``days_per_batch`` days at a time; shuffled per epoch from a seed when ``shuffle``."""
+    """Positions of ``days_per_batch`` consecutive days at a time, so that a batch is one view of the cube.
+
+    With ``shuffle``, each epoch (from a seed) shifts the block boundaries by a random phase and shuffles the
+    order of the blocks: days meet different neighbours from epoch to epoch, and the number of batches stays
+    fixed. The one block that wraps around the end holds two runs of days, and is the only batch copied.
+    """
 
     def __init__(self, n_days: int, days_per_batch: int, shuffle: bool, seed: int = 0) -> None:
         self.n_days, self.days_per_batch, self.shuffle, self.seed = n_days, days_per_batch, shuffle, seed
@@ -97,10 +125,13 @@ class DayBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         order = np.arange(self.n_days)
+        starts = np.arange(0, self.n_days, self.days_per_batch)
         if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n_days)
+            rng = np.random.default_rng([self.seed, self.epoch])
+            order = np.roll(order, -int(rng.integers(self.days_per_batch)))
+            starts = rng.permutation(starts)
             self.epoch += 1
-        for start in range(0, self.n_days, self.days_per_batch):
+        for start in starts:
             yield order[start : start + self.days_per_batch].tolist()
 
     def __len__(self) -> int:

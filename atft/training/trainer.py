@@ -184,7 +184,7 @@ def _train_epoch(
         scheduler.step()
         total += loss.item()
         steps += 1
-        stock_days += batch.x.shape[0]
+        stock_days += int(batch.x_mask[:, -1].sum())  # stocks trading that day; absent ones are masked rows
         for name, value in components.items():
             sums[name] = sums.get(name, 0.0) + value
         fetched = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from datetime import date
 
@@ -20,7 +21,7 @@ from atft.config import (
     WarehouseConfig,
 )
 from atft.data.arrays import load_arrays
-from atft.data.dataset import DayDataset, day_loader
+from atft.data.dataset import DayBatchSampler, DayDataset, day_loader
 from atft.data.graph import day_graph
 from atft.features.build import build_features
 from atft.ingest import ingest
@@ -73,17 +74,37 @@ def test_arrays_follow_the_manifest_and_the_table(built, arrays):
     assert arrays.targets[d, s, 1] == pytest.approx(values["target_5d_cs_z"])
 
 
-def test_windows_equal_a_naive_per_sample_construction(arrays):
+@pytest.mark.parametrize("positions", [[5, 6], [5, 9, 10]], ids=["consecutive", "two-runs"])
+def test_windows_equal_a_naive_per_sample_construction(arrays, positions):
     ds = dataset(arrays)
-    batch = ds[[5, 6]]
-    expected = []
-    for d in (ds.days[5], ds.days[6]):
-        for s in np.flatnonzero(arrays.present[d]):
-            window = np.stack([arrays.x[d - LOOKBACK + 1 + k, s] for k in range(LOOKBACK)])
-            expected.append(np.nan_to_num(window))
+    batch = ds[positions]
+    expected, present = [], []
+    for d in (ds.days[p] for p in positions):
+        for s in range(len(arrays.codes)):
+            expected.append(np.stack([arrays.x[d - LOOKBACK + 1 + k, s] for k in range(LOOKBACK)]))
+            present.append(arrays.present[d, s])
     assert torch.equal(batch.x, torch.tensor(np.stack(expected)))
-    assert batch.day.tolist() == sorted(batch.day.tolist()) and batch.n_days == 2
-    assert batch.x_mask[:, -1].all()  # the day itself always has a row
+    assert batch.day.tolist() == sorted(batch.day.tolist()) and batch.n_days == len(positions)
+    # Every stock has a row; the day's own step is unmasked exactly for the stocks trading that day.
+    assert batch.x_mask[:, -1].tolist() == present
+    assert not batch.y_mask[~batch.x_mask[:, -1]].any()
+
+
+def test_a_batch_of_consecutive_days_is_a_view_of_the_cube(arrays):
+    ds = dataset(arrays)
+    batch = ds[[7, 8, 9]]
+    assert batch.x.data_ptr() == arrays.x[ds.days[7] - LOOKBACK + 1].ctypes.data  # not a byte copied
+    assert np.shares_memory(batch.x.numpy(), arrays.x)
+
+
+def test_shuffled_batches_are_consecutive_blocks_covering_every_day_once():
+    sampler = DayBatchSampler(23, 4, shuffle=True, seed=3)
+    for _ in range(3):
+        batches = list(sampler)
+        assert len(batches) == len(sampler) == 6
+        assert sorted(p for b in batches for p in b) == list(range(23))
+        assert sum(any(b - a != 1 for a, b in itertools.pairwise(batch)) for batch in batches) <= 1
+    assert list(DayBatchSampler(23, 4, shuffle=True, seed=3)) != list(DayBatchSampler(23, 4, shuffle=True, seed=4))
 
 
 def test_edges_stay_inside_their_day_and_have_no_self_loops(arrays):
