@@ -237,6 +237,32 @@ class TrainConfig(_Strict):
     staging_dir: Path = Path("data/staging")
 
 
+class PortfolioConfig(_Strict):
+    """Long the top and short the bottom of each day's scores; costs are charged on traded weight."""
+
+    top_k: int | None = Field(None, ge=1)  # stocks per leg; None uses ``quantile`` instead
+    quantile: float = Field(0.2, gt=0, le=0.5)  # fraction of the day's stocks per leg when top_k is None
+    cost_bps: float = Field(10.0, ge=0)  # one-way cost per unit of weight traded, in basis points
+    annualisation: int = Field(252, ge=1)  # trading days per year for annual return and Sharpe
+
+
+class EvaluationConfig(_Strict):
+    """Held-out evaluation and the gates a challenger must pass before it is published."""
+
+    eval_days: int = Field(60, ge=5)  # trading days in the evaluation window, after a purge of the longest horizon
+    # "<metric>_<h>d <op> <bound>", e.g. "rank_ic_5d >= 0.01"; see atft.gates for the metric names.
+    gates: list[str] = Field(
+        default_factory=lambda: ["rank_ic_5d >= 0.01", "collapse_ratio_1d >= 0.05", "max_drawdown_5d <= 0.5"]
+    )
+    champion_metric: str = "rank_ic_5d"  # the challenger must beat the champion on this, on the same window
+    champion_tolerance: float = Field(0.005, ge=0)  # ... or trail it by at most this much
+    portfolio: PortfolioConfig = PortfolioConfig()
+
+
+class RegistryConfig(_Strict):
+    path: Path = Path("data/registry")  # one directory per published version, plus champion.json
+
+
 class PipelineConfig(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     source: SourceConfig
@@ -248,6 +274,8 @@ class PipelineConfig(_Strict):
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    registry: RegistryConfig = RegistryConfig()
 
 
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> PipelineConfig:
