@@ -49,6 +49,7 @@ def market(stocks: int, days: int, features: int) -> FeatureArrays:
         present=present,
         targets=rng.normal(size=(days, stocks, len(HORIZONS))).astype(np.float32),
         target_valid=np.ones((days, stocks, len(HORIZONS)), dtype=bool),
+        forward_returns=(rng.normal(size=(days, stocks, len(HORIZONS))) * 0.02).astype(np.float32),
         returns=(rng.normal(size=(days, stocks)) * 0.01).astype(np.float32),
         sector=np.tile(np.arange(stocks) % 17, (days, 1)).astype(np.int16),
     )

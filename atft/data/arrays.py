@@ -57,8 +57,9 @@ class FeatureArrays:
     codes: np.ndarray  # [S] sorted
     cube: StoredCube  # [D, S, F] inputs in manifest order; 0 where missing (models see 0 for a missing input)
     present: np.ndarray  # [D, S] bool: the stock has a row that day
-    targets: np.ndarray  # [D, S, H] float32 CS-Z forward returns
+    targets: np.ndarray  # [D, S, H] float32 CS-Z forward returns: what models learn
     target_valid: np.ndarray  # [D, S, H] bool
+    forward_returns: np.ndarray  # [D, S, H] float32 raw forward returns: what a portfolio earns
     returns: np.ndarray  # [D, S] float32 daily returns for the day graph
     sector: np.ndarray  # [D, S] int16, -1 unknown
 
@@ -121,9 +122,11 @@ def load_arrays(
     present[d, s] = True
     horizons = _horizons(manifest)
     targets = np.full((*shape, len(horizons)), np.nan, dtype=np.float32)
+    forward = np.full_like(targets, np.nan)
     valid = np.zeros((*shape, len(horizons)), dtype=bool)
     for k, h in enumerate(horizons):
         targets[d, s, k] = rows[f"target_{h}d_cs_z"].to_numpy(zero_copy_only=False)
+        forward[d, s, k] = rows[f"target_{h}d"].to_numpy(zero_copy_only=False)
         valid[d, s, k] = rows[f"target_{h}d_valid"].to_numpy(zero_copy_only=False)
     valid &= np.isfinite(targets)
     returns = np.full(shape, np.nan, dtype=np.float32)
@@ -137,6 +140,7 @@ def load_arrays(
         present=present,
         targets=targets,
         target_valid=valid,
+        forward_returns=forward,
         returns=returns,
         sector=sector_panel(con, codes, dates).T.copy(),
     )

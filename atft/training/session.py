@@ -22,7 +22,9 @@ from atft.config import PipelineConfig
 from atft.data.arrays import FeatureArrays, load_arrays, table_schema
 from atft.data.dataset import DayDataset, day_loader
 from atft.losses import RankingLoss
-from atft.models import build_model
+from atft.models import ContractModel, build_model
+from atft.registry.integrity import HISTORY, MODEL, WEIGHTS
+from atft.registry.loading import build_checkpoint
 from atft.training.trainer import EpochRecord, TrainResult, fit, fit_input_scaling, seed_everything
 from schemas.contract import check_contract
 from schemas.manifest import FeatureManifest
@@ -111,7 +113,7 @@ def train_model(
 def stage(model: nn.Module, result: TrainResult, manifest: FeatureManifest, windows: Windows, directory: Path) -> Path:
     """Write the trained state for a later publish step: weights.safetensors, model.json, history.json."""
     directory.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in result.state_dict.items()}, directory / "weights.safetensors")
+    save_file({k: v.contiguous() for k, v in result.state_dict.items()}, directory / WEIGHTS)
     description = {
         **model.describe(),
         "manifest_sha256": manifest.sha256,
@@ -121,9 +123,14 @@ def stage(model: nn.Module, result: TrainResult, manifest: FeatureManifest, wind
         "collapsed": result.collapsed,
         "device": result.device,
     }
-    (directory / "model.json").write_text(json.dumps(description, indent=2, default=_json_default))
-    (directory / "history.json").write_text(json.dumps(result.history_dicts(), indent=2, default=_json_default))
+    (directory / MODEL).write_text(json.dumps(description, indent=2, default=_json_default))
+    (directory / HISTORY).write_text(json.dumps(result.history_dicts(), indent=2, default=_json_default))
     return directory
+
+
+def load_staged(directory: Path, manifest: FeatureManifest) -> ContractModel:
+    """The staged model, rebuilt from its description and safetensors weights (nothing unpickled), in eval mode."""
+    return build_checkpoint({name: (Path(directory) / name).read_bytes() for name in (MODEL, WEIGHTS)}, manifest)
 
 
 def _json_default(value: object) -> object:

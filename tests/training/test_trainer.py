@@ -40,6 +40,7 @@ def planted(seed: int = 0, strength: float = 1.0) -> FeatureArrays:
         present=np.ones((DAYS, STOCKS), dtype=bool),
         targets=y.astype(np.float32),
         target_valid=np.ones(y.shape, dtype=bool),
+        forward_returns=0.01 * y.astype(np.float32),
         returns=rng.normal(size=(DAYS, STOCKS)).astype(np.float32) * 0.01,
         sector=np.tile(np.arange(STOCKS) % 5, (DAYS, 1)).astype(np.int16),
     )

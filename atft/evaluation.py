@@ -1,0 +1,86 @@
+"""Held-out evaluation: a model's predictions over an evaluation window, their metrics, and a predictions table.
+
+The evaluation window starts a purge of the longest horizon after the last day whose label the model saw
+(the end of validation), so no label it learnt from or early-stopped on overlaps the days it is judged on.
+Labels inside the window are whatever the feature table has realised: a day near the table's end simply has
+no long-horizon label yet. Signal metrics use the CS-Z labels the model learns; the long-short book trades the
+raw forward returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+import duckdb
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from atft.config import PipelineConfig
+from atft.data.arrays import FeatureArrays, load_arrays
+from atft.data.dataset import DayDataset, day_loader
+from atft.metrics import evaluate_predictions
+from atft.training.trainer import predict, select_device
+from schemas.manifest import FeatureManifest
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    start: date
+    end: date
+    metrics: dict[str, float]
+    predictions: pd.DataFrame  # Date, Code, pred_<h>d, target_<h>d (raw forward return, NaN when unrealised)
+
+    @property
+    def days(self) -> int:
+        return int(self.predictions["Date"].nunique())
+
+
+def evaluation_window(dates: Sequence[date], after: date, purge: int, length: int) -> tuple[date, date]:
+    """``length`` sessions of ``dates`` starting ``purge`` sessions after ``after`` (the last day seen in training).
+
+    Fewer than ``length`` sessions available is fine (the window ends with the data); none is an error.
+    """
+    later = [d for d in dates if d > after]
+    if len(later) <= purge:
+        raise ValueError(
+            f"no evaluation days: {len(later)} sessions after {after}, and the purge alone needs {purge + 1}"
+        )
+    window = later[purge : purge + length]
+    return window[0], window[-1]
+
+
+def evaluate_model(
+    con: duckdb.DuckDBPyConnection,
+    model: nn.Module,
+    manifest: FeatureManifest,
+    config: PipelineConfig,
+    start: date,
+    end: date,
+) -> Evaluation:
+    """Predict every trading stock of every day in [start, end] and compute the metrics of ``config.evaluation``."""
+    lookback = config.model.lookback
+    arrays = load_arrays(con, manifest, start, end, history=lookback - 1)
+    days = [i for i, d in enumerate(arrays.dates.date) if start <= d <= end and i >= lookback - 1]
+    if not days:
+        raise ValueError(f"{manifest.table_name} has no day in {start}..{end} with {lookback - 1} earlier days")
+    # Labels up to the horizon past the last day: realised ones count, unrealised ones are already invalid.
+    dataset = DayDataset(arrays, days, lookback, config.model.graph, label_cutoff=days[-1] + max(arrays.horizons))
+    loader = day_loader(dataset, config.train.days_per_batch, shuffle=False)
+    pred, label, mask = predict(model, loader, select_device(config.train.device))
+    returns = arrays.forward_returns[days]
+    metrics = evaluate_predictions(pred, label, mask, arrays.horizons, config.evaluation.portfolio, returns=returns)
+    return Evaluation(start, end, metrics, predictions_frame(arrays, days, pred))
+
+
+def predictions_frame(arrays: FeatureArrays, days: list[int], pred: np.ndarray) -> pd.DataFrame:
+    """One row per trading stock-day: ``pred`` is dense ``[len(days), stocks, H]`` in ``arrays.codes`` order."""
+    day_pos, stock = np.nonzero(arrays.present[days])
+    frame = pd.DataFrame({"Date": arrays.dates[np.asarray(days)[day_pos]].date, "Code": arrays.codes[stock]})
+    for k, h in enumerate(arrays.horizons):
+        frame[f"pred_{h}d"] = pred[day_pos, stock, k].astype(np.float32)
+    for k, h in enumerate(arrays.horizons):
+        frame[f"target_{h}d"] = arrays.forward_returns[days][day_pos, stock, k]
+    return frame
