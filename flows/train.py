@@ -78,7 +78,10 @@ def train_model_task(
     return {
         "staging_dir": str(directory),
         "model": settings.model.name,
+        "table": manifest.table_name,
         "manifest_sha256": manifest.sha256,
+        "manifest_path": features_ref["manifest_path"],
+        "windows": windows,
         "best_epoch": result.best_epoch,
         "best_valid_rank_ic": result.best_valid_rank_ic,
         "collapsed": result.collapsed,

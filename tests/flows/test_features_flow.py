@@ -1,13 +1,10 @@
 """The ``build-features`` flow: a reference back, artifacts in the UI, and a validation failure that fails the run."""
 
-import asyncio
 import json
 from pathlib import Path
 
 import pytest
 import yaml
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 import flows.features as features_flow
 import flows.ingest as ingest_flow
@@ -30,16 +27,16 @@ def market_config(tmp_path: Path, name: str, **features: object) -> str:
     return str(path)
 
 
-def artifact(key: str):
-    async def read():
-        async with get_client() as client:
-            return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+@pytest.fixture
+def artifact(read_artifacts):
+    def only(key: str):
+        (found,) = read_artifacts(key)
+        return found
 
-    (found,) = asyncio.run(read())
-    return found
+    return only
 
 
-def test_the_flow_returns_a_reference_and_publishes_groups_validation_and_manifest(tmp_path):
+def test_the_flow_returns_a_reference_and_publishes_groups_validation_and_manifest(tmp_path, artifact):
     config = market_config(tmp_path, "flowfeatures")
     ref = features_flow.build_features(config=config)
     assert set(ref) == {"table", "manifest_sha256", "manifest_path", "through", "mode"}
@@ -56,7 +53,7 @@ def test_the_flow_returns_a_reference_and_publishes_groups_validation_and_manife
     assert features_flow.build_features(config=config)["mode"] == "up_to_date"
 
 
-def test_a_validation_failure_fails_the_run_with_the_report_and_writes_nothing(tmp_path):
+def test_a_validation_failure_fails_the_run_with_the_report_and_writes_nothing(tmp_path, artifact):
     # A NaN bound of 0 cannot hold for features whose windows reach across halts and listings.
     config = market_config(tmp_path, "strict", max_nan_fraction=0.0)
     state = features_flow.build_features(config=config, return_state=True)

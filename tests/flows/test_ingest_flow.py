@@ -1,6 +1,5 @@
 """The ``ingest`` flow end to end: real Prefect runs, real DuckDB files, artifacts and retries."""
 
-import asyncio
 import json
 import os
 import subprocess
@@ -10,8 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 import atft.ingest
 import flows.ingest as ingest_flow
@@ -35,14 +32,6 @@ def small_config(tmp_path: Path, name: str = "flowtest", **source: object) -> st
     return str(path)
 
 
-def read_artifacts(key: str) -> list:
-    async def read():
-        async with get_client() as client:
-            return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
-
-    return asyncio.run(read())
-
-
 def test_flow_ingests_into_the_warehouse_and_records_the_prefect_run(tmp_path):
     config = small_config(tmp_path)
     state = ingest_flow.ingest(config=config, return_state=True)
@@ -58,7 +47,7 @@ def test_flow_ingests_into_the_warehouse_and_records_the_prefect_run(tmp_path):
     assert entry.run_id == str(state.state_details.flow_run_id)
 
 
-def test_flow_publishes_a_table_artifact_keyed_by_config(tmp_path):
+def test_flow_publishes_a_table_artifact_keyed_by_config(tmp_path, read_artifacts):
     config = small_config(tmp_path, name="artifact_test")
     ingest_flow.ingest(config=config)
     (artifact,) = read_artifacts("ingest-artifact-test")

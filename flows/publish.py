@@ -1,0 +1,106 @@
+"""The ``publish`` flow: a challenger that passed every gate becomes a registry version and the champion.
+
+    from flows.publish import publish
+    outcome = publish(config="deployments/demo.yaml", model_ref=staged, gate_result=verdict)
+
+``gate_result`` is what ``evaluate`` returned. A rejected challenger is not published: the run ends as
+``Completed(name="GateRejected")`` with the failing gates as its message. The registry writes the version
+atomically (a killed publish leaves the previous champion in place and no partial version visible).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.states import Completed, State
+
+from atft.config import load_config
+from atft.registry import Registry
+from atft.warehouse import Warehouse
+from schemas.manifest import FeatureManifest
+
+
+def _key(config: str, suffix: str) -> str:
+    return f"publish-{Path(config).stem}-{suffix}".replace("_", "-").lower()
+
+
+@task(name="publish-version", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+def publish_version(config: str, model_ref: dict[str, Any], gate_result: dict[str, Any], warehouse: str | None) -> str:
+    """Write the version (weights, manifest, metrics, gates, windows, fingerprint, predictions) and promote it.
+
+    A retry is safe: a failed attempt leaves only a staging directory, which readers never see.
+    """
+    settings = load_config(config)
+    manifest = FeatureManifest.read(model_ref["manifest_path"])
+    with Warehouse(warehouse or settings.warehouse.path, read_only=True) as wh:
+        fingerprint = wh.fingerprint(manifest.table_name)
+    windows = {**model_ref["windows"], "eval_start": gate_result["eval_start"], "eval_end": gate_result["eval_end"]}
+    return Registry(settings.registry.path).publish(
+        model_ref["staging_dir"],
+        manifest,
+        metrics=json.loads(Path(gate_result["metrics_path"]).read_text()),
+        gates=json.loads(Path(gate_result["gates_path"]).read_text()),
+        windows=windows,
+        data_fingerprint=fingerprint,
+        predictions=pd.read_parquet(gate_result["predictions_path"]),
+    )
+
+
+def _run_name() -> str:
+    return f"publish-{Path(flow_run.parameters.get('config', 'config')).stem}"
+
+
+@flow(name="publish", flow_run_name=_run_name)
+def publish(
+    config: str, model_ref: dict[str, Any], gate_result: dict[str, Any], warehouse: str | None = None
+) -> dict[str, Any] | State:
+    """Publish when every gate passed; otherwise end as ``Completed(name="GateRejected")`` with the reasons."""
+    logger = get_run_logger()
+    settings = load_config(config)
+    if not gate_result["passed"]:
+        reasons = "; ".join(gate_result["reasons"])
+        create_markdown_artifact(
+            key=_key(config, "report"),
+            markdown="### Not published: the gates rejected the challenger\n\n"
+            + "".join(f"- {reason}\n" for reason in gate_result["reasons"]),
+            description="Gate rejection",
+        )
+        logger.warning("not published: %s", reasons)
+        return Completed(name="GateRejected", message=f"gates rejected the challenger: {reasons}")
+    version = publish_version(config, model_ref, gate_result, warehouse)
+    path = Path(settings.registry.path) / version
+    replaced = gate_result.get("champion")
+    create_markdown_artifact(
+        key=_key(config, "report"),
+        markdown=(
+            f"### Published {version}\n\n| | |\n|---|---|\n| version | `{version}` |\n| path | `{path}` |\n"
+            f"| model | {model_ref['model']} |\n| manifest sha256 | `{model_ref['manifest_sha256']}` |\n"
+            f"| evaluation window | {gate_result['eval_start']} .. {gate_result['eval_end']} |\n"
+            f"| replaced champion | {replaced or 'none (first champion)'} |\n\n"
+            f"`python -m atft.registry --config {config} show {version}`\n"
+        ),
+        description=f"Published {version}",
+    )
+    logger.info("published %s at %s (champion; replaced %s)", version, path, replaced or "nothing")
+    return {"version": version, "path": str(path), "replaced": replaced}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Publish an evaluated model when its gates passed.")
+    parser.add_argument("config")
+    parser.add_argument("model_ref", help="JSON of the train flow's result")
+    parser.add_argument("gate_result", help="JSON of the evaluate flow's result")
+    args = parser.parse_args(argv)
+    print(publish(args.config, json.loads(args.model_ref), json.loads(args.gate_result)))
+
+
+if __name__ == "__main__":
+    main()

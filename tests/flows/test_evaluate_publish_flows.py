@@ -1,0 +1,104 @@
+"""``evaluate`` and ``publish``: gates from the config, champion vs challenger, GateRejected, a loadable version."""
+
+import json
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+import flows.features as features_flow
+import flows.ingest as ingest_flow
+import flows.train as train_flow
+from atft.config import load_config
+from atft.registry import Registry
+from flows.evaluate import evaluate
+from flows.publish import publish
+
+WINDOWS = {
+    "train_start": date(2022, 5, 2),
+    "train_end": date(2022, 8, 31),
+    "valid_start": date(2022, 9, 30),
+    "valid_end": date(2022, 10, 31),
+}
+EVAL = {"eval_start": date(2022, 11, 30), "eval_end": date(2022, 12, 28)}
+
+
+def write_config(tmp: Path, name: str, gates: list[str]) -> str:
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": name,
+        "source": {"kind": "synthetic", "seed": 4, "n_stocks": 30, "start": "2022-01-04", "end": "2022-12-28"},
+        "universe": {"code_pattern": r"^\d{4}$"},
+        "warehouse": {"path": str(tmp / "market.duckdb")},
+        "features": {"cs_z": {"min_stocks": 10}, "manifest_dir": str(tmp / "manifests")},
+        "model": {"lookback": 8, "hidden": 16, "var_hidden": 2, "fan_window": 4},
+        "train": {"epochs": 1, "days_per_batch": 8, "staging_dir": str(tmp / "staging")},
+        "evaluation": {"gates": gates, "champion_tolerance": 0.001},
+        "registry": {"path": str(tmp / "registry")},
+    }))  # fmt: skip
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("evaluate-publish")
+    lenient = write_config(tmp, "lenient", ["rank_ic_5d >= -1", "collapse_ratio_1d >= 0.0001"])
+    ingest_flow.ingest(config=lenient)
+    ref = features_flow.build_features(config=lenient)
+    return tmp, lenient, train_flow.train(config=lenient, features_ref=ref, **WINDOWS)
+
+
+def test_first_publish_then_champion_vs_challenger_then_rejection(trained):
+    tmp, lenient, staged = trained
+    first = evaluate(config=lenient, model_ref=staged, **EVAL)
+    assert first["passed"] and first["champion"] is None
+    assert first["gates"]["gates"][-1]["reason"] == "no champion yet"
+    published = publish(config=lenient, model_ref=staged, gate_result=first)
+    registry = Registry(tmp / "registry")
+    assert registry.champion().champion == published["version"]
+    record = registry.show()
+    assert record.metadata["windows"]["eval_start"] == "2022-11-30" and record.metadata["data_fingerprint"]
+    scored = json.loads(Path(first["metrics_path"]).read_text())
+    assert record.metrics["rank_ic_5d"] == pytest.approx(scored["rank_ic_5d"])
+
+    # The same model again, now facing a champion: scored on the same window, so it ties and passes.
+    second = evaluate(config=lenient, model_ref=staged, **EVAL)
+    champion_line = second["gates"]["gates"][-1]
+    assert second["champion"] == published["version"] and champion_line["passed"]
+    assert "champion" in champion_line["reason"] and "tolerance 0.001" in champion_line["reason"]
+
+    strict = write_config(tmp, "strict", ["rank_ic_5d >= 0.9", "ls_sharpe_5d >= 50"])
+    rejected = evaluate(config=strict, model_ref=staged, **EVAL)
+    assert not rejected["passed"] and any("rank_ic_5d" in r and "below the bound 0.9" in r for r in rejected["reasons"])
+    state = publish(config=strict, model_ref=staged, gate_result=rejected, return_state=True)
+    assert state.is_completed() and state.name == "GateRejected"
+    assert "rank_ic_5d" in state.message and "ls_sharpe_5d" in state.message
+    assert [r.version for r in registry.versions()] == [published["version"]]  # nothing new was published
+
+
+def test_gate_artifacts_are_tables_per_horizon_and_gates(trained, read_artifacts):
+    _, lenient, staged = trained
+    evaluate(config=lenient, model_ref=staged, **EVAL)
+    rows = json.loads(read_artifacts("evaluate-lenient-gates")[0].data)
+    assert rows[0]["name"] == "finite predictions" and {"value", "bound", "passed", "reason"} <= set(rows[0])
+    for h in (1, 5, 10, 20):
+        table = json.loads(read_artifacts(f"evaluate-lenient-metrics-{h}d")[0].data)
+        assert {row["metric"] for row in table} >= {"rank_ic", "ls_sharpe", "max_drawdown", "collapse_ratio"}
+
+
+def test_a_typo_in_a_gate_fails_before_scoring(trained):
+    tmp, _, staged = trained
+    typo = write_config(tmp, "typo", ["rank_icc_5d >= 0.01"])
+    state = evaluate(config=typo, model_ref=staged, return_state=True, **EVAL)
+    assert state.is_failed()
+    with pytest.raises(ValueError, match="rank_icc_5d"):
+        state.result()
+
+
+def test_the_published_version_loads_against_the_feature_table(trained):
+    tmp, lenient, _ = trained
+    with duckdb.connect(str(load_config(lenient).warehouse.path), read_only=True) as con:
+        loaded = Registry(tmp / "registry").load(con=con)
+    assert loaded.model.width == loaded.manifest.width
