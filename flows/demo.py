@@ -1,22 +1,28 @@
 """``make demo``: the main job on the embedded default, with no server and no network.
 
 Today that is the ingest of the synthetic market into a fresh DuckDB warehouse, the versioned, validated
-feature table with its manifest, and the default model trained on it (validated on the last months).
-It runs the same Prefect flows a deployment runs.
+feature table with its manifest, the default model trained on it, evaluated on the last months (after a
+purge) against the gates and the registry's champion, and published when it passes. The registry outlives
+``--fresh``, so a second run meets the first run's champion. It runs the same Prefect flows a deployment runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-from atft.config import load_config
+from atft.config import PipelineConfig, load_config
+from atft.evaluation import evaluation_window
 from atft.ingest import IngestReport
 from atft.training.session import Windows
 from atft.warehouse import Warehouse
+from flows.evaluate import evaluate
 from flows.features import build_features
 from flows.ingest import ingest
+from flows.publish import publish
 from flows.train import train
 from schemas.manifest import FeatureManifest
 
@@ -44,7 +50,11 @@ def main(argv: list[str] | None = None) -> None:
 
     manifest = FeatureManifest.read(features["manifest_path"])
     warm_up = max(column.lookback for column in manifest.features)
-    windows = Windows.trailing(dates, valid_days=120, purge=max(settings.features.horizons), warm_up=warm_up)
+    purge = max(settings.features.horizons)
+    # train | purge | valid | purge | eval: the evaluation window is the last eval_days sessions.
+    eval_days = settings.evaluation.eval_days
+    windows = Windows.trailing(dates[: -eval_days - purge], valid_days=120, purge=purge, warm_up=warm_up)
+    eval_start, eval_end = evaluation_window(dates, windows.valid_end, purge, eval_days)
     staged = train(config=args.config, features_ref=features, **asdict(windows))
     collapsed = " (COLLAPSED)" if staged["collapsed"] else ""
     print(
@@ -53,6 +63,29 @@ def main(argv: list[str] | None = None) -> None:
         f"validation RankIC (primary horizon) {staged['best_valid_rank_ic']:.4f}{collapsed}\n"
         f"  staged at {staged['staging_dir']}"
     )
+    verdict = evaluate(config=args.config, model_ref=staged, eval_start=eval_start, eval_end=eval_end)
+    _print_verdict(settings, verdict)
+    outcome = publish(config=args.config, model_ref=staged, gate_result=verdict, return_state=True)
+    if outcome.name == "GateRejected":
+        print(f"\nnot published ({outcome.message})")
+    else:
+        published = outcome.result()
+        print(f"\npublished {published['version']} as champion at {published['path']}")
+        print(f"  python -m atft.registry --config {args.config} show {published['version']}")
+
+
+def _print_verdict(settings: PipelineConfig, verdict: dict[str, Any]) -> None:
+    metrics = json.loads(Path(verdict["metrics_path"]).read_text())
+    h = settings.train.primary_horizon
+    print(
+        f"\nheld-out {verdict['eval_start']}..{verdict['eval_end']}: RankIC {h}d {metrics[f'rank_ic_{h}d']:.4f} "
+        f"(RankICIR {metrics[f'rank_icir_{h}d']:.2f}), long-short Sharpe {metrics[f'ls_sharpe_{h}d']:.2f}, "
+        f"max drawdown {metrics[f'max_drawdown_{h}d']:.1%}"
+    )
+    champion = verdict["champion"] or "none yet"
+    print(f"gates ({'PASSED' if verdict['passed'] else 'REJECTED'}; champion: {champion}):")
+    for line in verdict["gates"]["gates"]:
+        print(f"  {'pass' if line['passed'] else 'FAIL'}  {line['reason']}")
 
 
 if __name__ == "__main__":
