@@ -259,6 +259,18 @@ class EvaluationConfig(_Strict):
     portfolio: PortfolioConfig = PortfolioConfig()
 
 
+class RetrainConfig(_Strict):
+    """Window lengths of a rolling retrain, in trading days, counted back from its as-of date.
+
+    train | purge | valid | purge | eval, each purge as long as the longest horizon; eval ends on the as-of date
+    (its length is ``evaluation.eval_days``).
+    """
+
+    train_days: int = Field(500, ge=20)
+    valid_days: int = Field(120, ge=5)
+    step_days: int = Field(20, ge=1)  # sessions between retrains in a backtest replay
+
+
 class RegistryConfig(_Strict):
     path: Path = Path("data/registry")  # one directory per published version, plus champion.json
 
@@ -274,6 +286,7 @@ class PipelineConfig(_Strict):
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()
+    retrain: RetrainConfig = RetrainConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     registry: RegistryConfig = RegistryConfig()
 

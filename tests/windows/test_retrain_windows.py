@@ -1,0 +1,46 @@
+"""Rolling-retrain windows: ordered, purged by the longest horizon, ending on the as-of date, warm-up respected."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+
+from atft.config import PipelineConfig, SyntheticSourceConfig
+from atft.windows import retrain_windows
+
+DATES = [date(2022, 1, 3) + timedelta(days=i) for i in range(900)]
+
+
+def config(**retrain) -> PipelineConfig:
+    return PipelineConfig.model_validate({
+        "name": "w", "source": SyntheticSourceConfig(kind="synthetic"), "retrain": retrain,
+        "evaluation": {"eval_days": 30},
+    })  # fmt: skip
+
+
+def test_windows_are_purged_and_end_on_the_as_of_date():
+    as_of = DATES[700]
+    w = retrain_windows(DATES, as_of, config(train_days=300, valid_days=60), warm_up=70)
+    index = {d: i for i, d in enumerate(DATES)}
+    assert w.eval_end == as_of and index[w.eval_end] - index[w.eval_start] + 1 == 30
+    # 20 sessions (the longest horizon) strictly between each window: a 20-day label never crosses over.
+    assert index[w.eval_start] - index[w.valid_end] == 21 and index[w.valid_start] - index[w.train_end] == 21
+    assert index[w.valid_end] - index[w.valid_start] + 1 == 60
+    assert index[w.train_end] - index[w.train_start] + 1 == 300
+    assert w.training.valid_end == w.valid_end
+
+
+def test_a_short_history_shortens_training_after_the_warm_up():
+    w = retrain_windows(DATES, DATES[300], config(train_days=500, valid_days=60), warm_up=70)
+    assert w.train_start == DATES[70]
+
+
+def test_days_after_the_as_of_date_are_never_used():
+    w = retrain_windows(DATES, DATES[400], config(train_days=100, valid_days=60), warm_up=70)
+    assert max(w.as_dict().values()) == DATES[400]
+
+
+def test_too_little_history_is_an_error_that_counts_what_is_needed():
+    with pytest.raises(ValueError, match=r"too few for a retrain: it needs 220"):
+        retrain_windows(DATES, DATES[150], config(train_days=100, valid_days=60), warm_up=70)
