@@ -5,7 +5,8 @@
 
 ``gate_result`` is what ``evaluate`` returned. A rejected challenger is not published: the run ends as
 ``Completed(name="GateRejected")`` with the failing gates as its message. The registry writes the version
-atomically (a killed publish leaves the previous champion in place and no partial version visible).
+atomically (a killed publish leaves the previous champion in place and no partial version visible); the
+flow writes, promotes and test-loads it in one Prefect transaction, so a failure after the write is rolled back.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
+from prefect.transactions import Transaction, get_transaction, transaction
 
 from atft.config import load_config
 from atft.registry import Registry
@@ -32,18 +34,15 @@ def _key(config: str, suffix: str) -> str:
     return f"publish-{Path(config).stem}-{suffix}".replace("_", "-").lower()
 
 
-@task(name="publish-version", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def publish_version(config: str, model_ref: dict[str, Any], gate_result: dict[str, Any], warehouse: str | None) -> str:
-    """Write the version (weights, manifest, metrics, gates, windows, fingerprint, predictions) and promote it.
-
-    A retry is safe: a failed attempt leaves only a staging directory, which readers never see.
-    """
+@task(name="register-version", cache_policy=NO_CACHE)
+def register_version(config: str, model_ref: dict[str, Any], gate_result: dict[str, Any], warehouse: str | None) -> str:
+    """Write the version (weights, manifest, metrics, gates, windows, fingerprint, predictions), not yet champion."""
     settings = load_config(config)
     manifest = FeatureManifest.read(model_ref["manifest_path"])
     with Warehouse(warehouse or settings.warehouse.path, read_only=True) as wh:
         fingerprint = wh.fingerprint(manifest.table_name)
     windows = {**model_ref["windows"], "eval_start": gate_result["eval_start"], "eval_end": gate_result["eval_end"]}
-    return Registry(settings.registry.path).publish(
+    version = Registry(settings.registry.path).publish(
         model_ref["staging_dir"],
         manifest,
         metrics=json.loads(Path(gate_result["metrics_path"]).read_text()),
@@ -51,7 +50,40 @@ def publish_version(config: str, model_ref: dict[str, Any], gate_result: dict[st
         windows=windows,
         data_fingerprint=fingerprint,
         predictions=pd.read_parquet(gate_result["predictions_path"]),
+        promote=False,
     )
+    get_transaction().set("registered", (str(settings.registry.path), version))
+    return version
+
+
+@register_version.on_rollback
+def _discard_version(transaction: Transaction) -> None:
+    root, version = transaction.get("registered")
+    Registry(root).discard(version)
+
+
+@task(name="promote-champion", cache_policy=NO_CACHE)
+def promote_champion(config: str, version: str) -> str | None:
+    """Make ``version`` the champion; returns the champion it replaced."""
+    registry = Registry(load_config(config).registry.path)
+    replaced = registry.champion().champion
+    registry.promote(version)
+    get_transaction().set("promoted", (registry.storage.location(), version))
+    return replaced
+
+
+@promote_champion.on_rollback
+def _restore_champion(transaction: Transaction) -> None:
+    root, version = transaction.get("promoted")
+    Registry(root).withdraw(version)
+
+
+@task(name="verify-champion", cache_policy=NO_CACHE)
+def verify_champion(config: str, model_ref: dict[str, Any], warehouse: str | None) -> None:
+    """Load the new champion the way scoring will: checksums, contract against the feature table, weights."""
+    settings = load_config(config)
+    with Warehouse(warehouse or settings.warehouse.path, read_only=True) as wh:
+        Registry(settings.registry.path).load(con=wh.con, table=model_ref["table"])
 
 
 def _run_name() -> str:
@@ -75,9 +107,13 @@ def publish(
         )
         logger.warning("not published: %s", reasons)
         return Completed(name="GateRejected", message=f"gates rejected the challenger: {reasons}")
-    version = publish_version(config, model_ref, gate_result, warehouse)
+    # One unit: a failure after the version is written (promotion, or the new champion not loading) discards it
+    # and gives the champion back to the one it replaced.
+    with transaction():
+        version = register_version(config, model_ref, gate_result, warehouse)
+        replaced = promote_champion(config, version)
+        verify_champion(config, model_ref, warehouse)
     path = Path(settings.registry.path) / version
-    replaced = gate_result.get("champion")
     create_markdown_artifact(
         key=_key(config, "report"),
         markdown=(

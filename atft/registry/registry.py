@@ -269,6 +269,25 @@ class Registry:
             self._set_champion(state, target, state.previous[:cut], "rollback")
         return target
 
+    def withdraw(self, version: str) -> None:
+        """Undo the promotion of ``version`` just made: the champion it replaced (or none) is champion again."""
+        with self.storage.locked():
+            state = self.champion()
+            if state.champion != version:
+                return
+            target = state.previous[-1] if state.previous else None
+            event = {"at": _iso(datetime.now(UTC)), "action": "withdraw", "version": target, "replaced": version}
+            document = ChampionState(target, state.previous[:-1], (*state.history, event))
+            self.storage.replace_root(CHAMPION, document.to_json())
+
+    def discard(self, version: str) -> None:
+        """Remove a version that is not the champion: the undo of a publish whose surrounding transaction failed."""
+        version = self._resolve(version)
+        with self.storage.locked():
+            if self.champion().champion == version:
+                raise RegistryError(f"{version} is the champion; roll back first, then discard it")
+            self.storage.remove(version)
+
     def discard_stale(self, max_age_s: float = STALE_AFTER_S) -> list[str]:
         """Remove what publishers killed more than ``max_age_s`` ago left behind; readers never see it anyway."""
         return self.storage.discard_stale(max_age_s)

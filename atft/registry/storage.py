@@ -61,6 +61,10 @@ class Storage(Protocol):
         """Remove leftovers of publishers that died more than ``max_age_s`` ago; returns what was removed."""
         ...
 
+    def remove(self, version: str) -> None:
+        """Make a version disappear at once for readers, then delete its files."""
+        ...
+
 
 class LocalStorage:
     """A directory: one subdirectory per version, root documents next to them, a lock file for writers."""
@@ -143,6 +147,13 @@ class LocalStorage:
                     path.unlink(missing_ok=True)
                 removed.append(path.name)
         return sorted(removed)
+
+    def remove(self, version: str) -> None:
+        # Renamed to a staging name first: readers never list a half-deleted version.
+        doomed = self.root / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+        os.rename(self.root / version, doomed)
+        _fsync_dir(self.root)
+        shutil.rmtree(doomed, ignore_errors=True)
 
 
 def write_file(path: Path, data: bytes) -> None:

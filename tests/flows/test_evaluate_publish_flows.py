@@ -78,6 +78,23 @@ def test_first_publish_then_champion_vs_challenger_then_rejection(trained):
     assert [r.version for r in registry.versions()] == [published["version"]]  # nothing new was published
 
 
+def test_a_failure_after_the_write_rolls_the_publish_back(trained, monkeypatch):
+    tmp, lenient, staged = trained
+    registry = Registry(tmp / "registry")
+    verdict = evaluate(config=lenient, model_ref=staged, **EVAL)
+    before = ([r.version for r in registry.versions()], registry.champion().champion)
+
+    def unloadable(*args, **kwargs):
+        raise RuntimeError("the new champion does not load")
+
+    monkeypatch.setattr(Registry, "load", unloadable)
+    state = publish(config=lenient, model_ref=staged, gate_result=verdict, return_state=True)
+    assert state.is_failed() and "does not load" in state.message
+    # The version it wrote is gone, and the champion is the one before: the transaction rolled back.
+    assert ([r.version for r in registry.versions()], registry.champion().champion) == before
+    assert registry.champion().history[-1]["action"] == "withdraw"
+
+
 def test_gate_artifacts_are_tables_per_horizon_and_gates(trained, read_artifacts):
     _, lenient, staged = trained
     evaluate(config=lenient, model_ref=staged, **EVAL)

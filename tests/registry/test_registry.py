@@ -149,6 +149,26 @@ def test_rollback_to_a_former_champion_cuts_the_stack_back_to_it(registry, publi
         registry.rollback(to="v2020")
 
 
+def test_discarding_a_version_removes_it_but_never_the_champion(registry, published):
+    first, _ = published(seed=0)
+    second, _ = published(seed=1)
+    with pytest.raises(RegistryError, match="is the champion; roll back first"):
+        registry.discard(second)
+    registry.discard(first)
+    assert [r.version for r in registry.versions()] == [second]
+    assert not [p for p in registry.storage.root.iterdir() if p.name.startswith(".staging-")]
+
+
+def test_withdrawing_a_promotion_restores_the_champion_it_replaced_or_none(registry, published):
+    first, _ = published(seed=0)
+    second, _ = published(seed=1)
+    registry.withdraw(second)
+    assert registry.champion().champion == first and registry.champion().previous == ()
+    registry.withdraw(first)
+    assert registry.champion().champion is None
+    assert [e["action"] for e in registry.champion().history] == ["promote", "promote", "withdraw", "withdraw"]
+
+
 def test_rollback_without_a_champion_says_why(registry, published):
     with pytest.raises(RegistryError, match=r"there is no champion \(nothing has been published yet\)"):
         registry.rollback()
