@@ -137,6 +137,10 @@ class Warehouse:
     def last_quote_date(self) -> date | None:
         return self._one("SELECT max(Date) FROM raw_quotes")[0]
 
+    def has_table(self, table: str) -> bool:
+        sql = "SELECT count(*) FROM information_schema.tables WHERE table_name = ?"
+        return self.con.execute(sql, [table]).fetchall()[0][0] > 0
+
     def row_count(self, table: str) -> int:
         _keys(table)
         return self._one(f"SELECT count(*) FROM {table}")[0]

@@ -7,6 +7,8 @@ ref = build_features(config="deployments/demo.yaml")   # {"table": "features_…
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 from dataclasses import asdict
 from datetime import date
 from pathlib import Path
@@ -14,12 +16,14 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
 from prefect.runtime import flow_run
 
 from atft.config import load_config
 from atft.features.build import FeatureBuild
 from atft.features.build import build_features as run_feature_build
+from atft.features.catalogue import FEATURE_CODE_VERSION
+from atft.warehouse import Warehouse
 from schemas.feature_table import FeatureValidationError
 
 
@@ -27,7 +31,20 @@ def _artifact_key(config: str, suffix: str) -> str:
     return f"features-{Path(config).stem}-{suffix}".replace("_", "-").lower()
 
 
-@task(name="build-feature-table", timeout_seconds=2 * 3600, cache_policy=NO_CACHE)
+def feature_cache_key(_: TaskRunContext, parameters: dict[str, Any]) -> str | None:
+    """The raw quotes the build reads (a content hash through ``as_of``), the feature code version and settings, and
+    the warehouse: the same inputs give the same table, so a re-run is served from the cache."""
+    settings = load_config(parameters["config"])
+    path = Path(parameters["warehouse"] or settings.warehouse.path)
+    if not path.exists():
+        return None
+    with Warehouse(path, read_only=True) as wh:
+        raw = wh.fingerprint("raw_quotes", through=parameters["as_of"])
+    inputs = [raw, FEATURE_CODE_VERSION, settings.features.model_dump_json(), str(path.resolve())]
+    return hashlib.sha256(json.dumps(inputs, default=str).encode()).hexdigest()
+
+
+@task(name="build-feature-table", timeout_seconds=2 * 3600, cache_key_fn=feature_cache_key, persist_result=True)
 def build_feature_table(config: str, as_of: date | None, warehouse: str | None) -> dict[str, Any]:
     """Build or update the table and validate it in the same transaction; returns the build summary."""
     try:
@@ -43,6 +60,11 @@ def build_feature_table(config: str, as_of: date | None, warehouse: str | None) 
         )
         raise
     return asdict(build)
+
+
+def _table_exists(warehouse: str | Path, table: str) -> bool:
+    with Warehouse(warehouse, read_only=True) as wh:
+        return wh.has_table(table)
 
 
 def _publish(config: str, build: FeatureBuild) -> None:
@@ -86,6 +108,9 @@ def build_features(
     Returns a reference: the table name, the manifest hash and path, and the last day built.
     """
     build = FeatureBuild(**build_feature_table(config, as_of, warehouse))
+    if not _table_exists(warehouse or load_config(config).warehouse.path, build.table):
+        # A cached build whose table was dropped since (a fresh warehouse with the same quotes): build it again.
+        build = FeatureBuild(**build_feature_table.with_options(refresh_cache=True)(config, as_of, warehouse))
     _publish(config, build)
     get_run_logger().info(build.summary())
     return {

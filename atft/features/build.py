@@ -130,6 +130,9 @@ def build_features(
         manifest = feature_manifest(settings, sectors)
         table = manifest.table_name
         previous = build_state(con, table)
+        if previous is not None and not wh.has_table(table):
+            progress(f"features {table} are recorded as built but the table is gone: full rebuild")
+            previous = None
         since = _first_day_to_rebuild(wh, calendar, previous, first_raw, end, max(settings.horizons))
         if since is None:
             progress(f"features {table} are up to date through {previous.built_through}")

@@ -49,8 +49,25 @@ def test_the_flow_returns_a_reference_and_publishes_groups_validation_and_manife
     validation = json.loads(artifact("features-flowfeatures-validation").data)
     assert validation[0]["detail"].startswith("passed")
     assert manifest.sha256 in artifact("features-flowfeatures-manifest").data
-    # A second run finds nothing new.
-    assert features_flow.build_features(config=config)["mode"] == "up_to_date"
+    # A second run on the same quotes is the same build: it comes back from the cache.
+    assert features_flow.build_features(config=config) == ref
+
+
+def test_a_rerun_on_the_same_raw_data_is_served_from_the_cache(tmp_path, monkeypatch):
+    config = market_config(tmp_path, "cached")
+    first = features_flow.build_features(config=config)
+
+    def must_not_build(*args, **kwargs):
+        raise AssertionError("the feature build ran although its inputs had not changed")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(features_flow, "run_feature_build", must_not_build)
+        assert features_flow.build_features(config=config) == first
+    # A cached reference to a table dropped since is not trusted: the table is built again.
+    with Warehouse(tmp_path / "cached.duckdb") as wh:
+        wh.con.execute(f"DROP TABLE {first['table']}")
+    rebuilt = features_flow.build_features(config=config)
+    assert rebuilt["table"] == first["table"] and rebuilt["mode"] == "full"
 
 
 def test_a_validation_failure_fails_the_run_with_the_report_and_writes_nothing(tmp_path, artifact):
