@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import warnings
-from datetime import date
+from datetime import date, datetime
 from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 import exchange_calendars as xc
 import pandas as pd
@@ -52,6 +53,10 @@ class TradingCalendar:
     def session_on_or_before(self, day: date) -> date:
         self._check(day)
         return self._cal.date_to_session(pd.Timestamp(day), direction="previous").date()
+
+    def today(self) -> date:
+        """Today's date in the exchange's time zone: a run scheduled after the Tokyo close is on Tokyo's day."""
+        return datetime.now(ZoneInfo(str(self._cal.tz))).date()
 
     def next_session(self, day: date) -> date:
         """The first trading day strictly after ``day``."""

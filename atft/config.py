@@ -262,8 +262,8 @@ class EvaluationConfig(_Strict):
 class RetrainConfig(_Strict):
     """Window lengths of a rolling retrain, in trading days, counted back from its as-of date.
 
-    train | purge | valid | purge | eval, each purge as long as the longest horizon; eval ends on the as-of date
-    (its length is ``evaluation.eval_days``).
+    train | purge | valid | purge | eval | purge, each purge as long as the longest horizon, the last one ending on
+    the as-of date, so that every evaluation day has all its labels (eval is ``evaluation.eval_days`` long).
     """
 
     train_days: int = Field(500, ge=20)

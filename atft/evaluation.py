@@ -16,12 +16,12 @@ from datetime import date
 import duckdb
 import numpy as np
 import pandas as pd
-from torch import nn
 
 from atft.config import PipelineConfig
 from atft.data.arrays import FeatureArrays, load_arrays
-from atft.data.dataset import DayDataset, day_loader
+from atft.data.dataset import DayDataset, day_loader, history_days
 from atft.metrics import evaluate_predictions
+from atft.models import ContractModel
 from atft.training.trainer import predict, select_device
 from schemas.manifest import FeatureManifest
 
@@ -54,20 +54,23 @@ def evaluation_window(dates: Sequence[date], after: date, purge: int, length: in
 
 def evaluate_model(
     con: duckdb.DuckDBPyConnection,
-    model: nn.Module,
+    model: ContractModel,
     manifest: FeatureManifest,
     config: PipelineConfig,
     start: date,
     end: date,
 ) -> Evaluation:
-    """Predict every trading stock of every day in [start, end] and compute the metrics of ``config.evaluation``."""
-    lookback = config.model.lookback
-    arrays = load_arrays(con, manifest, start, end, history=lookback - 1)
+    """Predict every trading stock of every day in [start, end] and compute the metrics of ``config.evaluation``.
+
+    Windows and graphs follow the model's own settings, as trained (a champion may predate a config change).
+    """
+    lookback = model.config.lookback
+    arrays = load_arrays(con, manifest, start, end, history=history_days(model.config))
     days = [i for i, d in enumerate(arrays.dates.date) if start <= d <= end and i >= lookback - 1]
     if not days:
         raise ValueError(f"{manifest.table_name} has no day in {start}..{end} with {lookback - 1} earlier days")
     # Labels up to the horizon past the last day: realised ones count, unrealised ones are already invalid.
-    dataset = DayDataset(arrays, days, lookback, config.model.graph, label_cutoff=days[-1] + max(arrays.horizons))
+    dataset = DayDataset(arrays, days, lookback, model.config.graph, label_cutoff=days[-1] + max(arrays.horizons))
     loader = day_loader(dataset, config.train.days_per_batch, shuffle=False)
     pred, label, mask = predict(model, loader, select_device(config.train.device))
     returns = arrays.forward_returns[days]

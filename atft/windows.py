@@ -1,10 +1,12 @@
 """The windows of one rolling retrain, counted back in trading days from its as-of date.
 
-    train | purge | valid | purge | eval (ends on as_of)
+    train | purge | valid | purge | eval | purge (ends on as_of)
 
 Each purge is as long as the longest label horizon, so no label of one window reaches into the next: the
-model never learns from, or early-stops on, returns of the days it is judged on. Train starts no earlier
-than the features' warm-up (the longest feature lookback), and is shortened, not shifted, when history is short.
+model never learns from, or early-stops on, returns of the days it is judged on. The evaluation window ends
+on the last day whose longest-horizon label is known on the as-of date, so every horizon is judged on every
+evaluation day. Train starts no earlier than the features' warm-up (the longest feature lookback), and is
+shortened, not shifted, when history is short.
 """
 
 from __future__ import annotations
@@ -44,17 +46,18 @@ def retrain_windows(dates: Sequence[date], as_of: date, config: PipelineConfig, 
     usable = [d for d in dates if d <= as_of]
     purge = max(config.features.horizons)
     eval_days, valid_days = config.evaluation.eval_days, config.retrain.valid_days
-    needed = warm_up + MIN_TRAIN_DAYS + 2 * purge + valid_days + eval_days
+    needed = warm_up + MIN_TRAIN_DAYS + 3 * purge + valid_days + eval_days
     if len(usable) < needed:
         raise ValueError(
             f"{len(usable)} sessions of features up to {as_of} are too few for a retrain: it needs {needed} "
-            f"({warm_up} warm-up, {MIN_TRAIN_DAYS}+ train, {valid_days} valid, {eval_days} eval, 2 purges of {purge})"
+            f"({warm_up} warm-up, {MIN_TRAIN_DAYS}+ train, {valid_days} valid, {eval_days} eval, 3 purges of {purge})"
         )
-    eval_first = len(usable) - eval_days
+    eval_last = len(usable) - 1 - purge
+    eval_first = eval_last - eval_days + 1
     valid_first = eval_first - purge - valid_days
     train_last = valid_first - purge - 1
     train_first = max(warm_up, train_last - config.retrain.train_days + 1)
     return RetrainWindows(
         usable[train_first], usable[train_last], usable[valid_first], usable[eval_first - purge - 1],
-        usable[eval_first], usable[-1],
+        usable[eval_first], usable[eval_last],
     )  # fmt: skip

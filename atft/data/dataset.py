@@ -15,10 +15,15 @@ import torch
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from atft.config import GraphConfig
+from atft.config import GraphConfig, ModelConfig
 from atft.data.arrays import FeatureArrays
 from atft.data.batch import DayBatch
 from atft.data.graph import day_graph
+
+
+def history_days(model: ModelConfig) -> int:
+    """Sessions to load before a window's first day: its lookback, and the full trailing window of its first graph."""
+    return max(model.lookback, model.graph.window) - 1
 
 
 class DayDataset(Dataset):

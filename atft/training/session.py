@@ -20,7 +20,7 @@ from torch import nn
 
 from atft.config import PipelineConfig
 from atft.data.arrays import FeatureArrays, load_arrays, table_schema
-from atft.data.dataset import DayDataset, day_loader
+from atft.data.dataset import DayDataset, day_loader, history_days
 from atft.losses import RankingLoss
 from atft.models import ContractModel, build_model
 from atft.registry.integrity import HISTORY, MODEL, WEIGHTS
@@ -71,7 +71,7 @@ def prepare_data(con: duckdb.DuckDBPyConnection, manifest: FeatureManifest, conf
                  windows: Windows) -> TrainingData:  # fmt: skip
     """Arrays for both windows, and datasets whose labels stop at each window's end (the purge)."""
     lookback = config.model.lookback
-    arrays = load_arrays(con, manifest, windows.train_start, windows.valid_end, history=lookback - 1)
+    arrays = load_arrays(con, manifest, windows.train_start, windows.valid_end, history=history_days(config.model))
     dates = arrays.dates.date
 
     def days(start: date, end: date) -> list[int]:

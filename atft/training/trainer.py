@@ -194,7 +194,7 @@ def _train_epoch(
 @torch.no_grad()
 def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Dense [days, max stocks, H] predictions, labels and label mask over the loader's days, in order."""
-    model.eval()
+    model.to(device).eval()
     preds, labels, masks = [], [], []
     for batch in loader:
         batch = batch.to(device)

@@ -1,4 +1,4 @@
-"""Rolling-retrain windows: ordered, purged by the longest horizon, ending on the as-of date, warm-up respected."""
+"""Rolling-retrain windows: ordered, purged by the longest horizon, all labels known by the as-of date."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ def config(**retrain) -> PipelineConfig:
     })  # fmt: skip
 
 
-def test_windows_are_purged_and_end_on_the_as_of_date():
+def test_windows_are_purged_and_evaluation_ends_when_its_last_label_is_known():
     as_of = DATES[700]
     w = retrain_windows(DATES, as_of, config(train_days=300, valid_days=60), warm_up=70)
     index = {d: i for i, d in enumerate(DATES)}
-    assert w.eval_end == as_of and index[w.eval_end] - index[w.eval_start] + 1 == 30
+    assert index[as_of] - index[w.eval_end] == 20 and index[w.eval_end] - index[w.eval_start] + 1 == 30
     # 20 sessions (the longest horizon) strictly between each window: a 20-day label never crosses over.
     assert index[w.eval_start] - index[w.valid_end] == 21 and index[w.valid_start] - index[w.train_end] == 21
     assert index[w.valid_end] - index[w.valid_start] + 1 == 60
@@ -38,9 +38,9 @@ def test_a_short_history_shortens_training_after_the_warm_up():
 
 def test_days_after_the_as_of_date_are_never_used():
     w = retrain_windows(DATES, DATES[400], config(train_days=100, valid_days=60), warm_up=70)
-    assert max(w.as_dict().values()) == DATES[400]
+    assert max(w.as_dict().values()) == DATES[380]
 
 
 def test_too_little_history_is_an_error_that_counts_what_is_needed():
-    with pytest.raises(ValueError, match=r"too few for a retrain: it needs 220"):
+    with pytest.raises(ValueError, match=r"too few for a retrain: it needs 240"):
         retrain_windows(DATES, DATES[150], config(train_days=100, valid_days=60), warm_up=70)

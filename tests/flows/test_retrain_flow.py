@@ -1,0 +1,91 @@
+"""``rolling-retrain`` end to end on a small synthetic market: published, rejected, skipped, and refused on drift."""
+
+import shutil
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+import flows.train as train_flow
+from atft.calendar import TradingCalendar
+from atft.registry import Registry
+from flows.features import build_features
+from flows.retrain import rolling_retrain
+
+AS_OF = date(2022, 12, 23)
+NEXT = date(2022, 12, 28)
+HOLIDAY = date(2022, 11, 3)  # Culture Day: the Tokyo exchange is closed
+
+
+def write_config(tmp: Path, name: str, gates: list[str]) -> str:
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": name,
+        "source": {"kind": "synthetic", "seed": 6, "n_stocks": 30, "start": "2022-01-04", "end": "2022-12-28"},
+        "universe": {"code_pattern": r"^\d{4}$"},
+        "warehouse": {"path": str(tmp / "market.duckdb")},
+        "features": {"cs_z": {"min_stocks": 10}, "manifest_dir": str(tmp / "manifests")},
+        "model": {"lookback": 8, "hidden": 16, "var_hidden": 2, "fan_window": 4},
+        "train": {"epochs": 1, "days_per_batch": 8, "staging_dir": str(tmp / "staging")},
+        "retrain": {"train_days": 60, "valid_days": 20},
+        "evaluation": {"eval_days": 20, "gates": gates},
+        "registry": {"path": str(tmp / "registry")},
+    }))  # fmt: skip
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("retrain")
+    lenient = write_config(tmp, "lenient", ["rank_ic_5d >= -1", "collapse_ratio_1d >= 0.0001"])
+    strict = write_config(tmp, "strict", ["rank_ic_5d >= 0.9"])
+    return tmp, lenient, strict
+
+
+def test_published_then_rejected_then_skipped_on_a_holiday(market, read_artifacts):
+    tmp, lenient, strict = market
+    first = rolling_retrain(config=lenient, as_of=AS_OF, return_state=True)
+    assert first.is_completed() and first.name == "Published", first.message
+    version = first.result()["version"]
+    registry = Registry(tmp / "registry")
+    assert registry.champion().champion == version
+    windows = registry.show().metadata["windows"]
+    # The evaluation ends a 20-day horizon before the as-of date: every label it is judged on is known by then.
+    after_eval = TradingCalendar("XTKS").sessions(date.fromisoformat(windows["eval_end"]), AS_OF)
+    assert len(after_eval) == 21 and windows["train_end"] < windows["valid_start"] < windows["eval_start"]
+    report = read_artifacts("retrain-lenient-report")[0].data
+    assert "Published" in report and version in report
+
+    second = rolling_retrain(config=strict, as_of=NEXT, return_state=True)
+    assert second.is_completed() and second.name == "GateRejected"
+    assert "rank_ic_5d" in second.message and "below the bound 0.9" in second.message
+    assert registry.champion().champion == version and len(registry.versions()) == 1
+    assert "GateRejected" in read_artifacts("retrain-strict-report")[0].data
+
+    skipped = rolling_retrain(config=lenient, as_of=HOLIDAY, return_state=True)
+    assert skipped.is_completed() and skipped.name == "Skipped" and "not a XTKS trading day" in skipped.message
+
+
+@pytest.mark.parametrize(
+    ("drift", "named"),
+    [
+        ('ALTER TABLE {table} RENAME COLUMN "Code" TO "code"', "code"),
+        ('ALTER TABLE {table} DROP COLUMN "ret_5d_cs_z"', "ret_5d_cs_z"),
+    ],
+    ids=["Code-renamed-code", "cs-z-column-dropped"],
+)
+def test_drifted_features_fail_the_run_before_training_starts(market, monkeypatch, tmp_path, drift, named):
+    tmp, lenient, _ = market
+    build_features(config=lenient, as_of=AS_OF)  # cached when the first test built it
+    drifted = tmp_path / "drifted.duckdb"
+    shutil.copy(tmp / "market.duckdb", drifted)
+    with duckdb.connect(str(drifted)) as con:
+        (table,) = con.execute("SELECT table_name FROM feature_builds").fetchall()[0]
+        con.execute(drift.format(table=table))
+    trained = []
+    monkeypatch.setattr(train_flow, "train_model", lambda *a, **k: trained.append(1))
+    state = rolling_retrain(config=lenient, as_of=AS_OF, warehouse=str(drifted), return_state=True)
+    assert state.is_failed() and trained == []
+    assert "ContractViolation" in state.message and named in state.message
