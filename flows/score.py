@@ -1,0 +1,141 @@
+"""The ``score`` flow: the champion's daily predictions for every trading stock, written to the warehouse.
+
+    from flows.score import score
+    summary = score(config="deployments/demo.yaml")                   # the feature table's last day
+    summary = score(config="deployments/demo.yaml", as_of=date(2024, 12, 27))
+
+The feature table is brought up to date first; then the champion is checked against it: a drifted table
+(``code`` for ``Code``, a dropped CS-Z column) fails the run with the column diff, in the state message and in
+an artifact, before anything is predicted. Rows go to the warehouse's ``predictions`` table; rescoring a day
+with the same version replaces them.
+Artifacts: the top and bottom stocks at the primary horizon, and a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from atft.config import load_config
+from atft.registry import CheckpointRefused, Registry
+from atft.scoring import PREDICTIONS_TABLE, load_champion, score_day, write_predictions
+from atft.warehouse import Warehouse
+from flows.features import build_features
+
+SHOWN = 10  # stocks at each end of the day's ranking in the artifact
+
+
+def _key(config: str, suffix: str) -> str:
+    return f"score-{Path(config).stem}-{suffix}".replace("_", "-").lower()
+
+
+@task(name="check-champion", cache_policy=NO_CACHE)
+def check_champion(config: str, warehouse: str | None) -> dict[str, str]:
+    """The champion's version and feature table, once its files and the table's columns are verified."""
+    settings = load_config(config)
+    try:
+        with Warehouse(warehouse or settings.warehouse.path, read_only=True) as wh:
+            champion = load_champion(Registry(settings.registry.path), wh.con)
+    except CheckpointRefused as exc:
+        create_markdown_artifact(
+            key=_key(config, "contract"), markdown=f"### Not scored: the champion was refused\n\n```\n{exc}\n```\n"
+        )
+        raise
+    return {"version": champion.version, "table": champion.manifest.table_name}
+
+
+@task(name="score-day", cache_policy=NO_CACHE, timeout_seconds=3600)
+def score_and_store(config: str, champion: dict[str, str], as_of: date | None, warehouse: str | None) -> dict[str, Any]:
+    """Predict the day with the checked version and replace its rows; returns a summary, not the predictions."""
+    settings = load_config(config)
+    path = warehouse or settings.warehouse.path
+    with Warehouse(path, read_only=True) as wh:
+        checkpoint = Registry(settings.registry.path).load(champion["version"], con=wh.con, table=champion["table"])
+        frame = score_day(wh.con, checkpoint, settings, as_of)
+        last_quote = wh.last_quote_date()
+    with Warehouse(path) as wh:
+        write_predictions(wh, frame)
+    h = settings.train.primary_horizon
+    ranked = frame.sort_values(f"rank_{h}d")
+    rows = [
+        {
+            "end": end,
+            "rank": int(row[f"rank_{h}d"]),
+            "Code": row["Code"],
+            f"pred_{h}d": round(float(row[f"pred_{h}d"]), 6),
+        }
+        for end, part in (("top", ranked.head(SHOWN)), ("bottom", ranked.iloc[max(SHOWN, len(ranked) - SHOWN) :]))
+        for _, row in part.iterrows()
+    ]
+    return {"day": frame["Date"].iloc[0], "stocks": len(frame), "horizon": h, "ranking": rows, "last_quote": last_quote}
+
+
+def _run_name() -> str:
+    return f"score-{Path(flow_run.parameters.get('config', 'config')).stem}"
+
+
+@flow(name="score", flow_run_name=_run_name)
+def score(config: str, as_of: date | None = None, warehouse: str | None = None) -> dict[str, Any]:
+    """Score every stock trading on ``as_of`` (default: the feature table's last day) with the champion.
+
+    Returns ``{"version", "as_of", "stocks", "feature_table", "table"}``.
+    """
+    logger = get_run_logger()
+    # Today's features first (incremental, or served from the cache when the quotes have not changed).
+    build_features(config=config, as_of=as_of, warehouse=warehouse)
+    champion = check_champion(config, warehouse)
+    scored = score_and_store(config, champion, as_of, warehouse)
+    version, day, h = champion["version"], scored["day"], scored["horizon"]
+    logger.info(
+        "scored %d stocks on %s with champion %s (%s); rows replaced in %s",
+        scored["stocks"], day, version, champion["table"], PREDICTIONS_TABLE,
+    )  # fmt: skip
+    for end in ("top", "bottom"):
+        names = ", ".join(f"{r['Code']} {r[f'pred_{h}d']:+.4f}" for r in scored["ranking"] if r["end"] == end)
+        logger.info("%s %dd: %s", end, h, names)
+    if as_of is None and scored["last_quote"] is not None and scored["last_quote"] > day:
+        logger.warning(
+            "raw_quotes reaches %s but %s ends on %s: run build-features to score the latest day",
+            scored["last_quote"], champion["table"], day,
+        )  # fmt: skip
+    create_table_artifact(
+        key=_key(config, "top"),
+        table=scored["ranking"],
+        description=f"{version} on {day}: top and bottom {SHOWN} at {h}d (rank 1 = best)",
+    )
+    create_markdown_artifact(
+        key=_key(config, "summary"),
+        markdown=(
+            f"### Scored {day}\n\n| | |\n|---|---|\n| version | `{version}` |\n| date | {day} |\n"
+            f"| stocks scored | {scored['stocks']} |\n| feature table | `{champion['table']}` |\n"
+            f"| written to | `{PREDICTIONS_TABLE}` |\n"
+        ),
+        description=f"Scored {day} with {version}",
+    )
+    return {
+        "version": version,
+        "as_of": day,
+        "stocks": scored["stocks"],
+        "feature_table": champion["table"],
+        "table": PREDICTIONS_TABLE,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Score one day with the registry's champion (no server needed).")
+    parser.add_argument("config", help="pipeline config, e.g. deployments/demo.yaml")
+    parser.add_argument("--as-of", type=date.fromisoformat, help="day to score (default: the feature table's last)")
+    parser.add_argument("--warehouse", help="DuckDB file (default: the config's warehouse.path)")
+    args = parser.parse_args(argv)
+    print(score(config=args.config, as_of=args.as_of, warehouse=args.warehouse))
+
+
+if __name__ == "__main__":
+    main()

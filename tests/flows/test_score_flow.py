@@ -1,0 +1,141 @@
+"""``score``: the champion's daily predictions in the warehouse, artifacts, and the runs that must fail loudly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+import flows.evaluate as evaluate_flow
+import flows.features as features_flow
+import flows.ingest as ingest_flow
+import flows.publish as publish_flow
+import flows.train as train_flow
+from atft.registry import CheckpointRefused
+from atft.scoring import ScoringError
+from flows.score import main, score
+
+# Short windows: the flows only need a champion to exist, not a good one.
+WINDOWS = {
+    "train_start": date(2022, 6, 1),
+    "train_end": date(2022, 6, 17),
+    "valid_start": date(2022, 7, 19),
+    "valid_end": date(2022, 7, 29),
+}
+EVAL = {"eval_start": date(2022, 8, 29), "eval_end": date(2022, 9, 9)}
+
+
+def write_config(tmp: Path, name: str, registry: Path) -> str:
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": name,
+        "source": {"kind": "synthetic", "seed": 4, "n_stocks": 30, "start": "2022-01-04", "end": "2022-12-28"},
+        "universe": {"code_pattern": r"^\d{4}$"},
+        "warehouse": {"path": str(tmp / "market.duckdb")},
+        "features": {"cs_z": {"min_stocks": 10}, "manifest_dir": str(tmp / "manifests")},
+        "model": {"lookback": 8, "hidden": 16, "var_hidden": 2, "fan_window": 4},
+        "train": {"epochs": 1, "days_per_batch": 8, "staging_dir": str(tmp / "staging")},
+        "evaluation": {"gates": ["rank_ic_5d >= -1", "collapse_ratio_1d >= 0.0001"]},
+        "registry": {"path": str(registry)},
+    }))  # fmt: skip
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """A synthetic market through ingest, features, train, lenient gates and publish: a champion to score with."""
+    tmp = tmp_path_factory.mktemp("score")
+    config = write_config(tmp, "daily", tmp / "registry")
+    ingest_flow.ingest(config=config)
+    ref = features_flow.build_features(config=config)
+    staged = train_flow.train(config=config, features_ref=ref, **WINDOWS)
+    verdict = evaluate_flow.evaluate(config=config, model_ref=staged, **EVAL)
+    version = publish_flow.publish(config=config, model_ref=staged, gate_result=verdict)["version"]
+    return tmp, config, version, ref["table"]
+
+
+def rows_by_day(path: Path) -> dict[tuple[date, str], int]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        found = con.execute("SELECT Date, model_version, count(*) FROM predictions GROUP BY ALL").fetchall()
+    return {(day, version): n for day, version, n in found}
+
+
+def last_feature_day(path: Path, table: str) -> tuple[date, int]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return con.execute(f"SELECT Date, count(*) FROM {table} GROUP BY Date ORDER BY Date DESC LIMIT 1").fetchall()[0]
+
+
+def test_score_writes_the_champions_predictions_and_artifacts(published, read_artifacts, capsys):
+    tmp, config, version, table = published
+    last, stocks = last_feature_day(tmp / "market.duckdb", table)
+    result = score(config=config)
+    assert result == {
+        "version": version,
+        "as_of": last,
+        "stocks": stocks,
+        "feature_table": table,
+        "table": "predictions",
+    }
+    assert rows_by_day(tmp / "market.duckdb") == {(last, version): stocks}
+
+    ranking = json.loads(read_artifacts("score-daily-top")[0].data)
+    assert [r["end"] for r in ranking] == ["top"] * 10 + ["bottom"] * 10
+    assert [r["rank"] for r in ranking] == [*range(1, 11), *range(stocks - 9, stocks + 1)]
+    assert ranking[0]["pred_5d"] >= ranking[-1]["pred_5d"]
+    summary = read_artifacts("score-daily-summary")[0].data
+    assert version in summary and str(last) in summary and f"| stocks scored | {stocks} |" in summary
+
+    # Rescoring the same day (here from the command line) replaces the rows; an earlier day adds its own.
+    main([config, "--as-of", str(last)])
+    assert f"'as_of': datetime.date({last.year}, {last.month}, {last.day})" in capsys.readouterr().out
+    earlier = score(config=config, as_of=EVAL["eval_end"])
+    assert rows_by_day(tmp / "market.duckdb") == {
+        (last, version): stocks,
+        (EVAL["eval_end"], version): earlier["stocks"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("drift", "named"),
+    [("RENAME COLUMN Code TO code", "code"), ("DROP COLUMN ret_5d_cs_z", "ret_5d_cs_z")],
+    ids=["code-renamed", "cs-z-dropped"],
+)
+def test_a_drifted_feature_table_fails_the_run_before_scoring(published, read_artifacts, tmp_path, drift, named):
+    tmp, config, _, table = published
+    copy = str(shutil.copy(tmp / "market.duckdb", tmp_path / "drifted.duckdb"))
+    score(config=config, warehouse=copy, as_of=EVAL["eval_end"])
+    before = rows_by_day(copy)
+    with duckdb.connect(copy) as con:
+        con.execute(f"ALTER TABLE {table} {drift}")
+
+    state = score(config=config, warehouse=copy, return_state=True)
+    assert state.is_failed() and named in state.message
+    with pytest.raises(CheckpointRefused, match=named):
+        state.result()
+    assert rows_by_day(copy) == before
+    assert named in read_artifacts("score-daily-contract")[0].data
+
+
+def test_no_champion_fails_with_a_clear_message(published, tmp_path):
+    tmp, _, _, _ = published
+    empty = tmp_path / "registry"
+    state = score(config=write_config(tmp, "unpublished", empty), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ScoringError, match=f"nothing published yet in {empty}; run a retrain"):
+        state.result()
+
+
+def test_a_day_missing_from_the_feature_table_fails_naming_the_last_date(published):
+    tmp, config, _, table = published
+    last, _ = last_feature_day(tmp / "market.duckdb", table)
+    state = score(config=config, as_of=date(2023, 1, 4), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(
+        ScoringError, match=f"2023-01-04 is not a day of feature table {table} \\(its last date is {last}\\)"
+    ):
+        state.result()
