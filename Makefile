@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,dask]'
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -37,6 +37,7 @@ bench: $(STAMP)
 	-$(PY) benchmarks/bench_features.py
 	-$(PY) benchmarks/bench_loader.py
 	-$(PY) benchmarks/bench_train.py
+	-$(PY) benchmarks/bench_e2e.py
 	-$(PY) benchmarks/bench_learning.py --config deployments/demo.yaml --models atft_gat_fan
 
 clean:

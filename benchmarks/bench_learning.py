@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from atft.baselines import csz_columns, dense_rows, oracle_scores, read_oracle, reversal_scores, ridge_scores
 from atft.config import load_config
 from atft.data.arrays import FeatureArrays, load_arrays
-from atft.data.dataset import DayDataset, day_loader
+from atft.data.dataset import DayDataset, day_loader, history_days
 from atft.features.build import build_features
 from atft.ingest import ingest
 from atft.metrics import daily_ic, daily_rank_ic, summarise
@@ -33,7 +34,6 @@ from atft.warehouse import Warehouse
 from schemas.manifest import FeatureManifest
 
 REPORTED = (1, 5)
-RIDGE_ALPHA = 10.0
 
 
 def split(dates: list, lookback: int, gap: int) -> tuple[Windows, tuple]:
@@ -57,25 +57,6 @@ def scores(pred: np.ndarray, label: np.ndarray, mask: np.ndarray, horizons: list
 
 def test_days(arrays: FeatureArrays, start: object, lookback: int) -> list[int]:
     return [i for i, d in enumerate(arrays.dates.date) if d >= start and i >= lookback - 1]
-
-
-def dense_rows(arrays: FeatureArrays, days: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """[D, S, F] inputs, [D, S, H] targets and their mask over ``days``: a day's whole cross-section."""
-    mask = arrays.target_valid[days] & arrays.present[days][..., None]
-    return arrays.x[days], np.where(mask, arrays.targets[days], np.nan), mask
-
-
-def ridge(arrays: FeatureArrays, train: list[int], test: list[int], columns: list[int], horizon: int) -> np.ndarray:
-    """Closed-form ridge on the CS-Z features, one target horizon, fitted on training rows only."""
-    x, y, mask = dense_rows(arrays, train)
-    k = arrays.horizons.index(horizon)
-    # The same purge as the models': no label whose horizon reaches past the last training day.
-    rows = mask[..., k] & (np.asarray(train) + horizon <= train[-1])[:, None]
-    features = x[rows][:, columns].astype(np.float64)
-    target = y[..., k][rows].astype(np.float64)
-    gram = features.T @ features + RIDGE_ALPHA * np.eye(len(columns))
-    weights = np.linalg.solve(gram, features.T @ target)
-    return arrays.x[test][..., columns] @ weights
 
 
 def main() -> None:
@@ -102,8 +83,8 @@ def main() -> None:
     with Warehouse(config.warehouse.path, read_only=True) as wh:
         dates = [d for (d,) in wh.con.execute(f"SELECT DISTINCT Date FROM {built.table} ORDER BY Date").fetchall()]
         windows, (test_start, test_end) = split(dates, lookback, gap)
-        arrays = load_arrays(wh.con, manifest, windows.train_start, test_end, history=lookback - 1)
-        oracle = _oracle(wh, manifest, test_start, test_end) if config.source.kind == "synthetic" else None
+        arrays = load_arrays(wh.con, manifest, windows.train_start, test_end, history=history_days(config.model))
+        oracle = read_oracle(wh.con, test_start, test_end) if config.source.kind == "synthetic" else None
         # The same windows, graphs and purge for every model: only lookback and graph settings shape the data.
         data = prepare_data(wh.con, manifest, config, windows)
     test = test_days(arrays, test_start, lookback)
@@ -118,34 +99,12 @@ def main() -> None:
         results[name] = scores(pred, model_label, model_mask, arrays.horizons) | {
             "train_seconds": time.perf_counter() - began, "best_epoch": result.best_epoch}  # fmt: skip
     train = [i for i, d in enumerate(arrays.dates.date) if windows.train_start <= d <= windows.train_end]
-    csz = [j for j, c in enumerate(manifest.features) if c.group == "cs_z"]
-    ridge_pred = np.stack([ridge(arrays, train, test, csz, h) for h in arrays.horizons], axis=-1)
+    ridge_pred = ridge_scores(arrays, train, arrays, test, csz_columns(manifest))
     results["ridge"] = scores(ridge_pred, label, mask, arrays.horizons)
-    reversal = -arrays.x[test][..., manifest.feature_names.index("ret_5d_cs_z")]
-    results["reversal_5d"] = scores(np.repeat(reversal[..., None], len(arrays.horizons), -1), label, mask,
-                                    arrays.horizons)  # fmt: skip
+    results["reversal_5d"] = scores(reversal_scores(arrays, test), label, mask, arrays.horizons)
     if oracle is not None:
-        results["oracle"] = scores(_dense_oracle(arrays, test, oracle), label, mask, arrays.horizons)
+        results["oracle"] = scores(oracle_scores(arrays, test, oracle), label, mask, arrays.horizons)
     _report(args, windows, test_start, test_end, results)
-
-
-def _oracle(wh: Warehouse, manifest: FeatureManifest, start: object, end: object) -> dict:
-    rows = wh.con.execute(
-        "SELECT Code, Date, oracle_1d, oracle_5d, oracle_10d, oracle_20d FROM synthetic_oracle "
-        "WHERE Date BETWEEN ? AND ?",
-        [start, end],
-    ).fetchall()
-    return {(code, day): values for code, day, *values in rows}
-
-
-def _dense_oracle(arrays: FeatureArrays, days: list[int], oracle: dict) -> np.ndarray:
-    out = np.full((len(days), len(arrays.codes), len(arrays.horizons)), np.nan)
-    for i, d in enumerate(days):
-        day = arrays.dates[d].date()
-        for s, code in enumerate(arrays.codes):
-            if (code, day) in oracle:
-                out[i, s] = oracle[code, day]
-    return out
 
 
 def _report(args: argparse.Namespace, windows: Windows, test_start: object, test_end: object, results: dict) -> None:

@@ -1,91 +1,111 @@
-"""``make demo``: the main job on the embedded default, with no server and no network.
+"""``make demo``: the whole story on the embedded default, with no server and no network.
 
-Today that is the ingest of the synthetic market into a fresh DuckDB warehouse, the versioned, validated
-feature table with its manifest, the default model trained on it, evaluated on the last months (after a
-purge) against the gates and the registry's champion, and published when it passes. The registry outlives
-``--fresh``, so a second run meets the first run's champion. It runs the same Prefect flows a deployment runs.
+Two rolling retrains of the synthetic market, one retrain step apart: the first publishes a champion into a
+fresh registry, the second is a challenger that faces it on the same evaluation window. Each runs the same
+``rolling-retrain`` flow a deployment runs (ingest, features, contract, train, evaluate, gates, publish).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
+import shutil
+import time
+from datetime import date
 from pathlib import Path
-from typing import Any
 
+import numpy as np
+import pandas as pd
+
+from atft.baselines import read_oracle
+from atft.calendar import TradingCalendar
 from atft.config import PipelineConfig, load_config
-from atft.evaluation import evaluation_window
-from atft.ingest import IngestReport
-from atft.training.session import Windows
+from atft.metrics import daily_rank_ic, summarise
+from atft.registry import Registry
 from atft.warehouse import Warehouse
-from flows.evaluate import evaluate
-from flows.features import build_features
-from flows.ingest import ingest
-from flows.publish import publish
-from flows.train import train
-from schemas.manifest import FeatureManifest
+from flows.retrain import rolling_retrain
+
+LAST_AS_OF = date(2024, 12, 27)  # the demo market's last Friday
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Run the platform's main job on a pipeline config.")
+    parser = argparse.ArgumentParser(description="Two rolling retrains of the demo market, the second a challenger.")
     parser.add_argument("--config", default="deployments/demo.yaml")
-    parser.add_argument("--fresh", action="store_true", help="delete the config's warehouse file first")
+    parser.add_argument("--fresh", action="store_true", help="start from an empty warehouse, registry and staging")
     args = parser.parse_args(argv)
     settings = load_config(args.config)
     if args.fresh:
         for path in (settings.warehouse.path, Path(f"{settings.warehouse.path}.wal")):
             path.unlink(missing_ok=True)
-    report = IngestReport(**ingest(config=args.config))
-    print(f"\n{report.summary()}")
-    features = build_features(config=args.config)
-    table = features["table"]
+        # Only this config's registry and staged runs: other pipelines may share the data directory.
+        for directory in (settings.registry.path, *settings.train.staging_dir.glob(f"{settings.name}-*")):
+            shutil.rmtree(directory, ignore_errors=True)
+    sessions = TradingCalendar(settings.calendar).sessions(date(2024, 1, 4), LAST_AS_OF)
+    second = LAST_AS_OF
+    first = sessions[-1 - settings.retrain.step_days].date()
+    began = time.perf_counter()
+    for as_of in (first, second):
+        print(f"\n=== rolling retrain as of {as_of} ===")
+        state = rolling_retrain(config=args.config, as_of=as_of, return_state=True)
+        _print_run(settings, as_of, state.name, state.message)
+    _print_next(args.config, settings, time.perf_counter() - began)
+
+
+def _print_run(settings: PipelineConfig, as_of: date, outcome: str, message: str) -> None:
+    registry = Registry(settings.registry.path)
     with Warehouse(settings.warehouse.path, read_only=True) as wh:
-        print(f"\nwarehouse {settings.warehouse.path}")
-        for name, rows, detail in wh.overview():
-            print(f"  {name:<17} {rows:>10,} rows  {detail}")
-        print(f"  {table:<17} {wh.row_count(table):>10,} rows  feature table ({features['mode']})")
-        dates = [d for (d,) in wh.con.execute(f"SELECT DISTINCT Date FROM {table} ORDER BY Date").fetchall()]
-    print(f"\nfeature manifest {features['manifest_path']}\n  sha256 {features['manifest_sha256']}")
-
-    manifest = FeatureManifest.read(features["manifest_path"])
-    warm_up = max(column.lookback for column in manifest.features)
-    purge = max(settings.features.horizons)
-    # train | purge | valid | purge | eval: the evaluation window is the last eval_days sessions.
-    eval_days = settings.evaluation.eval_days
-    windows = Windows.trailing(dates[: -eval_days - purge], valid_days=120, purge=purge, warm_up=warm_up)
-    eval_start, eval_end = evaluation_window(dates, windows.valid_end, purge, eval_days)
-    staged = train(config=args.config, features_ref=features, **asdict(windows))
-    collapsed = " (COLLAPSED)" if staged["collapsed"] else ""
-    print(
-        f"\ntrained {staged['model']} on {windows.train_start}..{windows.train_end}, validated on "
-        f"{windows.valid_start}..{windows.valid_end}: best epoch {staged['best_epoch']} of {staged['epochs_run']}, "
-        f"validation RankIC (primary horizon) {staged['best_valid_rank_ic']:.4f}{collapsed}\n"
-        f"  staged at {staged['staging_dir']}"
-    )
-    verdict = evaluate(config=args.config, model_ref=staged, eval_start=eval_start, eval_end=eval_end)
-    _print_verdict(settings, verdict)
-    outcome = publish(config=args.config, model_ref=staged, gate_result=verdict, return_state=True)
-    if outcome.name == "GateRejected":
-        print(f"\nnot published ({outcome.message})")
-    else:
-        published = outcome.result()
-        print(f"\npublished {published['version']} as champion at {published['path']}")
-        print(f"  python -m atft.registry --config {args.config} show {published['version']}")
-
-
-def _print_verdict(settings: PipelineConfig, verdict: dict[str, Any]) -> None:
-    metrics = json.loads(Path(verdict["metrics_path"]).read_text())
+        entry = max(wh.log_entries(), key=lambda e: e.started_at)
+        through = wh.last_quote_date()
+        build = wh.con.execute(
+            "SELECT table_name, manifest_sha256, built_through, rows FROM feature_builds "
+            "ORDER BY updated_at DESC LIMIT 1"
+        ).fetchall()[0]
+    print(f"ingested  {entry.rows_inserted:,} new rows (raw_quotes through {through}), status {entry.status}")
+    print(f"features  {build[0]} through {build[2]}: {build[3]:,} rows, manifest sha256 {build[1][:16]}…")
+    latest = registry.versions()[-1] if registry.versions() else None
+    staged = sorted(settings.train.staging_dir.glob(f"{settings.name}-*"), key=lambda p: p.stat().st_mtime)[-1]
+    model = json.loads((staged / "model.json").read_text())
+    print(f"training  {model['model']} {model['windows']['train_start']}..{model['windows']['train_end']}, "
+          f"valid ..{model['windows']['valid_end']}: best epoch {model['best_epoch']}, "
+          f"validation RankIC {model['best_valid_rank_ic']:.4f}")  # fmt: skip
+    evaluation = staged / "evaluation"
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    gates = json.loads((evaluation / "gates.json").read_text())
     h = settings.train.primary_horizon
+    oracle = _oracle_rank_ic(settings, pd.read_parquet(evaluation / "predictions.parquet"), h)
     print(
-        f"\nheld-out {verdict['eval_start']}..{verdict['eval_end']}: RankIC {h}d {metrics[f'rank_ic_{h}d']:.4f} "
-        f"(RankICIR {metrics[f'rank_icir_{h}d']:.2f}), long-short Sharpe {metrics[f'ls_sharpe_{h}d']:.2f}, "
-        f"max drawdown {metrics[f'max_drawdown_{h}d']:.1%}"
+        f"held-out  RankIC {h}d {_fmt(metrics[f'rank_ic_{h}d'])} (oracle {_fmt(oracle)}), "
+        f"long-short Sharpe {_fmt(metrics[f'ls_sharpe_{h}d'])}, max drawdown {_fmt(metrics[f'max_drawdown_{h}d'])}"
     )
-    champion = verdict["champion"] or "none yet"
-    print(f"gates ({'PASSED' if verdict['passed'] else 'REJECTED'}; champion: {champion}):")
-    for line in verdict["gates"]["gates"]:
+    for line in gates["gates"]:
         print(f"  {'pass' if line['passed'] else 'FAIL'}  {line['reason']}")
+    print(f"outcome   {outcome}: {message}")
+    if outcome == "Published" and latest is not None:
+        print(f"registry  champion {registry.champion().champion} at {settings.registry.path / latest.version}")
+
+
+def _oracle_rank_ic(settings: PipelineConfig, predictions: pd.DataFrame, h: int) -> float:
+    """Mean daily RankIC of the synthetic oracle on the evaluation days, against the same realised returns."""
+    with Warehouse(settings.warehouse.path, read_only=True) as wh:
+        oracle = read_oracle(wh.con, predictions["Date"].min(), predictions["Date"].max())
+    oracle["Date"] = pd.to_datetime(oracle["Date"]).dt.date
+    joined = predictions.merge(oracle, on=["Date", "Code"])
+    truth = joined.pivot(index="Date", columns="Code", values=f"target_{h}d").to_numpy()
+    score = joined.pivot(index="Date", columns="Code", values=f"oracle_{h}d").to_numpy()
+    return summarise(daily_rank_ic(score, truth, np.isfinite(truth) & np.isfinite(score)))[0]
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:.4f}"
+
+
+def _print_next(config: str, settings: PipelineConfig, seconds: float) -> None:
+    print(f"\ntwo rolling retrains in {seconds / 60:.1f} min. Where to look next:")
+    print(f"  .venv/bin/python -m atft.registry --config {config} list        # versions, champion, metrics")
+    print(f"  .venv/bin/python -m atft.registry --config {config} show        # the champion's full record")
+    print(f"  .venv/bin/python -m flows.score {config}                        # today's predictions")
+    print(f"  warehouse {settings.warehouse.path}, registry {settings.registry.path}")
+    print("  the Prefect UI and deployments: deployments/README.md")
 
 
 if __name__ == "__main__":

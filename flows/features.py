@@ -62,9 +62,15 @@ def build_feature_table(config: str, as_of: date | None, warehouse: str | None) 
     return asdict(build)
 
 
-def _table_exists(warehouse: str | Path, table: str) -> bool:
+def _still_built(warehouse: str | Path, build: FeatureBuild) -> bool:
+    """The table exists and its build record is the one ``build`` describes (same last day, same rows)."""
     with Warehouse(warehouse, read_only=True) as wh:
-        return wh.has_table(table)
+        if not wh.has_table(build.table):
+            return False
+        record = wh.con.execute(
+            "SELECT built_through, rows FROM feature_builds WHERE table_name = ?", [build.table]
+        ).fetchall()
+    return record == [(build.through, build.rows_total)]
 
 
 def _publish(config: str, build: FeatureBuild) -> None:
@@ -108,8 +114,8 @@ def build_features(
     Returns a reference: the table name, the manifest hash and path, and the last day built.
     """
     build = FeatureBuild(**build_feature_table(config, as_of, warehouse))
-    if not _table_exists(warehouse or load_config(config).warehouse.path, build.table):
-        # A cached build whose table was dropped since (a fresh warehouse with the same quotes): build it again.
+    if not _still_built(warehouse or load_config(config).warehouse.path, build):
+        # A cached build the table no longer matches (dropped, or rebuilt shorter in a fresh warehouse): build again.
         build = FeatureBuild(**build_feature_table.with_options(refresh_cache=True)(config, as_of, warehouse))
     _publish(config, build)
     get_run_logger().info(build.summary())

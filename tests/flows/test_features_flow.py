@@ -1,6 +1,7 @@
 """The ``build-features`` flow: a reference back, artifacts in the UI, and a validation failure that fails the run."""
 
 import json
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,18 @@ def test_a_validation_failure_fails_the_run_with_the_report_and_writes_nothing(t
     with Warehouse(tmp_path / "strict.duckdb", read_only=True) as wh:
         tables = {t for (t,) in wh.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     assert not any(t.startswith("features_") for t in tables)
+
+
+def test_a_cached_build_is_not_trusted_when_the_table_it_describes_is_shorter(tmp_path):
+    config = market_config(tmp_path, "rebuilt")
+    early, late = date(2022, 9, 30), date(2022, 12, 28)
+    features_flow.build_features(config=config, as_of=early)
+    features_flow.build_features(config=config, as_of=late)
+    # A fresh warehouse with the same quotes: both builds are in the cache, but the table starts from nothing.
+    (tmp_path / "rebuilt.duckdb").unlink()
+    ingest_flow.ingest(config=config)
+    features_flow.build_features(config=config, as_of=early)
+    ref = features_flow.build_features(config=config, as_of=late)
+    with Warehouse(tmp_path / "rebuilt.duckdb", read_only=True) as wh:
+        (last,) = wh.con.execute(f"SELECT max(Date) FROM {ref['table']}").fetchall()[0]
+    assert ref["through"] == last == late

@@ -111,7 +111,7 @@ def test_a_pipeline_config_names_the_registry_and_the_primary_metric(registry, p
     assert done.returncode == 0, done.stderr
     assert "sharpe_5d" in done.stdout.splitlines()[0] and "1.1200" in done.stdout and version in done.stdout
     demo = cli("--config", str(REPO / "deployments" / "demo.yaml"), "list", cwd=tmp_path)
-    assert demo.returncode == 1 and "error: the registry at data/registry is empty" in demo.stderr
+    assert demo.returncode == 1 and "error: the registry at data/registry/demo is empty" in demo.stderr
     config.write_text(yaml.safe_dump({**document, "registry": {"paht": "x"}}))
     typo = cli("--config", str(config), "list")
     assert typo.returncode == 1 and "unknown key 'registry.paht'" in typo.stderr

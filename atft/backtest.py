@@ -1,0 +1,303 @@
+"""Backtest replay of the rolling-retrain schedule: what the scheduled retrains would have predicted, day by day.
+
+As-of dates fall every ``step`` sessions. The retrain on an as-of date trains on the windows of
+:func:`atft.windows.retrain_windows` (what the scheduled retrain of that day uses; its eval segment, before the
+as-of date, is the retrain's own gate window and is not part of the replay) and then predicts the ``step``
+sessions after the as-of date, until the next retrain replaces it. Each out-of-sample (OOS) segment starts strictly
+after its as-of date and ends on the next one, so the stitched segments cover the replay without overlap or gap, and
+every label a model learnt from ended on or before its as-of date (the purges of ``retrain_windows`` and
+``DayDataset``).
+
+Each segment is scored against the same baselines as the model (ridge on the CS-Z features fitted on the window's
+training days, the 5-day reversal factor) and, on a synthetic market, the oracle. Signal metrics use the CS-Z labels
+the model learns; the long-short book trades the raw forward returns, as in :mod:`atft.evaluation`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from atft.baselines import csz_columns, dense_rows, oracle_scores, read_oracle, reversal_scores, ridge_scores
+from atft.config import PipelineConfig, PortfolioConfig
+from atft.data.arrays import FeatureArrays, load_arrays
+from atft.data.dataset import DayDataset, day_loader, history_days
+from atft.evaluation import predictions_frame
+from atft.metrics import daily_ic, daily_rank_ic, evaluate_predictions, summarise
+from atft.training.session import TrainingData, prepare_data, train_model
+from atft.training.trainer import EpochRecord, predict, select_device
+from atft.windows import RetrainWindows, retrain_windows
+from schemas.manifest import FeatureManifest
+
+# Scores stored per stock-day, by column prefix: the model, its label (CS-Z), the baselines and the oracle.
+SOURCES: dict[str, str] = {"model": "pred", "ridge": "ridge", "reversal": "reversal", "oracle": "oracle"}
+LABEL = "label"
+REPORTED_HORIZONS: tuple[int, ...] = (1, 5)
+
+# Torch's CPU random generator is process-global: model initialisation, dropout and each DataLoader's base seed
+# draw from it. Two windows fitting at once in threads of one process would draw from each other's streams and the
+# replay would not be reproducible, so torch work is one window at a time per process. Windows in separate
+# processes (the Dask runner) train in parallel; threads still overlap loading, baselines and writing.
+TORCH_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class BacktestWindow:
+    """One retrain of the replay: its as-of date, its training windows and the OOS sessions it predicts."""
+
+    index: int
+    as_of: date
+    retrain: RetrainWindows
+    oos_start: date
+    oos_end: date
+    oos_days: int
+
+    def row(self) -> dict[str, Any]:
+        r = self.retrain
+        return {
+            "window": self.index,
+            "as_of": self.as_of.isoformat(),
+            "train": f"{r.train_start}..{r.train_end}",
+            "valid": f"{r.valid_start}..{r.valid_end}",
+            "oos": f"{self.oos_start}..{self.oos_end}",
+            "oos_days": self.oos_days,
+        }
+
+
+@dataclass
+class WindowData:
+    """Everything one window needs, loaded up front so that no warehouse connection is held while it trains."""
+
+    training: TrainingData
+    arrays: FeatureArrays  # the OOS days, plus lookback history
+    days: list[int]  # the OOS days, as indices into ``arrays``
+    oracle: pd.DataFrame | None
+
+
+@dataclass
+class WindowResult:
+    predictions: pd.DataFrame  # window, Date, Code, then <source>_<h>d, label_<h>d and target_<h>d per horizon
+    best_epoch: int
+    epochs_run: int
+    best_valid_rank_ic: float
+    collapsed: bool
+
+
+def plan_backtest(
+    dates: Sequence[date], start: date, end: date, step: int, config: PipelineConfig, warm_up: int
+) -> list[BacktestWindow]:
+    """The retrains of a replay over the feature table's ``dates``: as-of dates every ``step`` sessions from the
+    first session on or after ``start`` through ``end``; an as-of date with no later session has nothing to predict
+    and is left out. Raises ValueError, naming the history needed and the earliest feasible start, when the first
+    retrain has too little history."""
+    if step < 1:
+        raise ValueError(f"step must be at least 1 session, got {step}")
+    sessions = [i for i, d in enumerate(dates) if start <= d <= end]
+    if not sessions:
+        span = f"{dates[0]}..{dates[-1]}" if dates else "nothing"
+        raise ValueError(f"no session of the feature table between {start} and {end} (it covers {span})")
+    as_of = [i for i in sessions[::step] if i + 1 < len(dates)]
+    if not as_of:
+        raise ValueError(f"nothing to predict: {dates[-1]}, the last session of the feature table, is the only as-of")
+    windows = []
+    for k, i in enumerate(as_of):
+        try:
+            retrain = retrain_windows(dates, dates[i], config, warm_up)
+        except ValueError as exc:
+            earliest = _earliest_as_of(dates, config, warm_up)
+            hint = f"the earliest as-of date with enough history is {earliest}" if earliest else "no date has"
+            raise ValueError(
+                f"backtest from {start}: the retrain on {dates[i]} cannot be trained: {exc}; {hint}"
+            ) from None
+        oos = dates[i + 1 : i + 1 + step]
+        windows.append(BacktestWindow(k, dates[i], retrain, oos[0], oos[-1], len(oos)))
+    return windows
+
+
+def _earliest_as_of(dates: Sequence[date], config: PipelineConfig, warm_up: int) -> date | None:
+    def feasible(i: int) -> bool:
+        try:
+            retrain_windows(dates, dates[i], config, warm_up)
+        except ValueError:
+            return False
+        return True
+
+    first = bisect.bisect_left(range(len(dates)), True, key=feasible)  # more history never makes a retrain infeasible
+    return dates[first] if first < len(dates) else None
+
+
+def load_window(
+    con: duckdb.DuckDBPyConnection, manifest: FeatureManifest, config: PipelineConfig, window: BacktestWindow
+) -> WindowData:
+    """Training data of the retrain, the OOS days' arrays and, on a synthetic market, their oracle."""
+    training = prepare_data(con, manifest, config, window.retrain.training)
+    arrays = load_arrays(con, manifest, window.oos_start, window.oos_end, history=history_days(config.model))
+    days = [i for i, d in enumerate(arrays.dates.date) if d >= window.oos_start and i >= config.model.lookback - 1]
+    oracle = read_oracle(con, window.oos_start, window.oos_end) if config.source.kind == "synthetic" else None
+    return WindowData(training, arrays, days, oracle)
+
+
+def run_window(
+    data: WindowData,
+    manifest: FeatureManifest,
+    config: PipelineConfig,
+    window: BacktestWindow,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> WindowResult:
+    """Train the retrain's model, predict its OOS days, and score the baselines on the same stock-days."""
+    arrays, days = data.arrays, data.days
+    with TORCH_LOCK:
+        model, result = train_model(config, manifest, data.training, on_epoch)
+        dataset = DayDataset(arrays, days, config.model.lookback, config.model.graph)
+        loader = day_loader(dataset, config.train.days_per_batch, shuffle=False)
+        pred, _, _ = predict(model, loader, select_device(config.train.device))
+    scores = {
+        LABEL: dense_rows(arrays, days)[1],
+        "ridge": ridge_scores(data.training.arrays, data.training.train_days, arrays, days, csz_columns(manifest)),
+        "reversal": reversal_scores(arrays, days),
+    }
+    if data.oracle is not None:
+        scores["oracle"] = oracle_scores(arrays, days, data.oracle)
+    frame = predictions_frame(arrays, days, pred)
+    model_columns = [f"pred_{h}d" for h in arrays.horizons]
+    for name, values in scores.items():
+        columns = [f"{name}_{h}d" for h in arrays.horizons]
+        frame[columns] = predictions_frame(arrays, days, values)[model_columns].to_numpy()
+    frame.insert(0, "window", window.index)
+    return WindowResult(frame, result.best_epoch, len(result.history), result.best_valid_rank_ic, result.collapsed)
+
+
+def stitch(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """One record of the replay, by day; a stock-day predicted by two windows would be an overlap: an error."""
+    frame = pd.concat(frames, ignore_index=True).sort_values(["Date", "Code"], ignore_index=True)
+    doubled = frame.duplicated(["Date", "Code"])
+    if doubled.any():
+        first = frame[doubled].iloc[0]
+        windows = frame.loc[(frame["Date"] == first["Date"]) & (frame["Code"] == first["Code"]), "window"]
+        raise ValueError(
+            f"OOS segments overlap: {doubled.sum()} stock-days are predicted more than once, e.g. {first['Code']} on "
+            f"{first['Date']} by windows {sorted(int(w) for w in windows)}"
+        )
+    return frame
+
+
+def dense(frame: pd.DataFrame, prefix: str, horizons: Sequence[int]) -> np.ndarray:
+    """[days, stocks, H] of the ``<prefix>_<h>d`` columns over the frame's sorted days and codes; NaN where absent."""
+    d, days = pd.factorize(frame["Date"], sort=True)
+    s, codes = pd.factorize(frame["Code"], sort=True)
+    out = np.full((len(days), len(codes), len(horizons)), np.nan)
+    out[d, s] = frame[[f"{prefix}_{h}d" for h in horizons]].to_numpy(dtype=float)
+    return out
+
+
+def daily_signal(frame: pd.DataFrame, horizons: Sequence[int]) -> pd.DataFrame:
+    """Per day: the window, and ``<source>_ic_<h>d`` / ``<source>_rank_ic_<h>d`` against the CS-Z label."""
+    label = dense(frame, LABEL, horizons)
+    mask = np.isfinite(label)
+    days = frame.groupby("Date", sort=True)["window"].first()
+    out = pd.DataFrame({"window": days.to_numpy()}, index=days.index)
+    for source, prefix in SOURCES.items():
+        if f"{prefix}_{horizons[0]}d" not in frame:
+            continue
+        scores = dense(frame, prefix, horizons)
+        for k, h in enumerate(horizons):
+            out[f"{source}_ic_{h}d"] = daily_ic(scores[..., k], label[..., k], mask[..., k])
+            out[f"{source}_rank_ic_{h}d"] = daily_rank_ic(scores[..., k], label[..., k], mask[..., k])
+    return out
+
+
+def signal_means(daily: pd.DataFrame) -> dict[str, float]:
+    """Mean of each daily IC/RankIC series over its finite days (as :func:`atft.metrics.summarise`)."""
+    return {column: summarise(daily[column].to_numpy())[0] for column in daily.columns if column != "window"}
+
+
+def source_metrics(frame: pd.DataFrame, horizons: Sequence[int], portfolio: PortfolioConfig) -> dict[str, dict]:
+    """:func:`atft.metrics.evaluate_predictions` of each source over the stitched days, the book on raw returns."""
+    label = dense(frame, LABEL, horizons)
+    returns = dense(frame, "target", horizons)
+    metrics = {}
+    for source, prefix in SOURCES.items():
+        if f"{prefix}_{horizons[0]}d" in frame:
+            scores = dense(frame, prefix, horizons)
+            metrics[source] = evaluate_predictions(
+                scores, label, np.isfinite(label), horizons, portfolio, returns=returns
+            )
+    return metrics
+
+
+def summarise_backtest(
+    frame: pd.DataFrame, windows: Sequence[dict[str, Any]], horizons: Sequence[int], portfolio: PortfolioConfig
+) -> dict[str, Any]:
+    """The replay's record: per-window and overall metrics of the model and the baselines, the oracle ratio (synthetic
+    markets) and the daily IC/RankIC series. ``windows`` are per-window rows, each with its ``window`` index.
+    NaN becomes None, so the result is plain JSON."""
+    daily = daily_signal(frame, horizons)
+    per_window = {k: signal_means(group) for k, group in daily.groupby("window")}
+    metrics = source_metrics(frame, horizons, portfolio)
+    oracle_ratio = None
+    if "oracle" in metrics:
+        oracle_ratio = {
+            f"rank_ic_{h}d": metrics["model"][f"rank_ic_{h}d"] / metrics["oracle"][f"rank_ic_{h}d"] for h in horizons
+        }
+    summary = {
+        "oos_start": daily.index[0].isoformat(),
+        "oos_end": daily.index[-1].isoformat(),
+        "oos_days": len(daily),
+        "horizons": list(horizons),
+        "windows": [row | per_window.get(row["window"], {}) for row in windows],
+        "metrics": metrics,
+        "oracle_ratio": oracle_ratio,
+        "daily": [
+            {"Date": day.isoformat(), **row} for day, row in zip(daily.index, daily.to_dict("records"), strict=True)
+        ],
+    }
+    return _plain(summary)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: NaN and inf become None, numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def report_lines(summary: dict[str, Any]) -> list[str]:
+    """The stitched summary as readable lines: per-window RankIC, then model vs baselines over all OOS days."""
+    horizons = [h for h in REPORTED_HORIZONS if h in summary["horizons"]]
+    sources = list(summary["metrics"])
+    lines = [f"backtest OOS {summary['oos_start']}..{summary['oos_end']}: {summary['oos_days']} sessions, "
+             f"{len(summary['windows'])} retrains"]  # fmt: skip
+    columns = [(f"{s}_rank_ic_{h}d", f"{s} {h}d") for h in horizons for s in sources]
+    lines.append(f"  {'RankIC by retrain':<47}" + "".join(f"{label:>12}" for _, label in columns))
+    for row in summary["windows"]:
+        where = f"as-of {row['as_of']}, OOS {row['oos']}"
+        lines.append(f"  {where:<47}" + "".join(_cell(row.get(key), 12) for key, _ in columns))
+    names = {"ic": "IC", "rank_ic": "RankIC", "rank_icir": "RankICIR", "ls_sharpe": "LS Sharpe"}
+    columns = [(f"{m}_{h}d", f"{name} {h}d") for h in horizons for m, name in names.items()]
+    lines.append(f"  {'all OOS days':<12}" + "".join(f"{label:>14}" for _, label in columns))
+    for source in sources:
+        lines.append(f"  {source:<12}" + "".join(_cell(summary["metrics"][source][key], 14) for key, _ in columns))
+    if summary["oracle_ratio"]:
+        ratios = summary["oracle_ratio"]
+        lines.append("  model RankIC / oracle RankIC: " + ", ".join(f"{h}d {_cell(ratios[f'rank_ic_{h}d'], 0)}"
+                                                                    for h in horizons))  # fmt: skip
+    return lines
+
+
+def _cell(value: float | None, width: int) -> str:
+    return f"{'n/a':>{width}}" if value is None else f"{value:>{width}.4f}"

@@ -1,0 +1,303 @@
+"""The ``backtest`` flow: replay the rolling-retrain schedule over history and stitch its out-of-sample record.
+
+    from flows.backtest import backtest
+    record = backtest(config="deployments/sp500.yaml", start=date(2016, 1, 4), end=date(2018, 1, 31), step=60)
+
+    python -m flows.backtest deployments/sp500.yaml --start 2016-01-04 --end 2018-01-31 [--step 60] [--task-runner dask]
+
+Each retrain (as-of date) is one task: it trains the configured model on the windows a scheduled retrain of that
+day would use, predicts the sessions up to the next retrain and writes them, with the baselines' scores, to a Parquet
+file in the run directory (``<train.staging_dir>/backtest-<flow run id>/``); it returns that path, never a frame.
+The retrains run in parallel on a ``ThreadPoolTaskRunner`` (``task_runner="threads"``) or, with the ``dask`` extra,
+on a local Dask cluster of worker processes (``"dask"``), in an inner flow so that a deployment can choose. The
+stitched record (predictions.parquet, summary.json) and three artifacts close the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import time
+from contextlib import nullcontext
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import torch
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.futures import as_completed
+from prefect.runtime import flow_run
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from atft.backtest import (
+    REPORTED_HORIZONS,
+    SOURCES,
+    BacktestWindow,
+    daily_signal,
+    load_window,
+    plan_backtest,
+    report_lines,
+    run_window,
+    signal_means,
+    stitch,
+    summarise_backtest,
+)
+from atft.config import PipelineConfig, load_config
+from atft.warehouse import Warehouse
+from flows.features import build_features
+from schemas.manifest import FeatureManifest
+
+TaskRunnerName = Literal["threads", "dask"]
+
+
+def _key(config: str, suffix: str) -> str:
+    return f"backtest-{Path(config).stem}-{suffix}".replace("_", "-").lower()
+
+
+def _settings(config: str, overrides: dict[str, Any] | None) -> PipelineConfig:
+    return load_config(config, overrides)
+
+
+@task(name="replay-retrain", task_run_name="retrain-{window.as_of}", tags=["gpu"], cache_policy=NO_CACHE)
+def replay_retrain(
+    config: str,
+    features_ref: dict[str, Any],
+    window: BacktestWindow,
+    run_dir: str,
+    warehouse: str | None,
+    torch_threads: int,
+    overrides: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Train the retrain of ``window.as_of``, predict its OOS sessions; returns the Parquet path and how it went."""
+    began = time.perf_counter()
+    torch.set_num_threads(torch_threads)  # process-wide: parallel windows must not oversubscribe the cores
+    logger = get_run_logger()
+    settings = _settings(config, overrides)
+    manifest = FeatureManifest.read(features_ref["manifest_path"])
+    with Warehouse(warehouse or settings.warehouse.path, read_only=True) as wh:
+        data = load_window(wh.con, manifest, settings, window)
+    result = run_window(data, manifest, settings, window, lambda r: logger.info("as-of %s %s", window.as_of, r.line()))
+    path = Path(run_dir) / f"window-{window.index:03d}.parquet"
+    result.predictions.to_parquet(path, index=False)
+    means = signal_means(daily_signal(result.predictions, settings.features.horizons))
+    shown = [f"{s}_rank_ic_{h}d" for h in REPORTED_HORIZONS if h in settings.features.horizons for s in SOURCES]
+    return {
+        "window": window.index,
+        "predictions_path": str(path),
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "best_valid_rank_ic": result.best_valid_rank_ic,
+        "collapsed": result.collapsed,
+        "seconds": round(time.perf_counter() - began, 1),
+        "rank_ic": {key: means[key] for key in shown if key in means},
+    }
+
+
+def _windows_run_name() -> str:
+    return f"backtest-windows-{Path(flow_run.parameters.get('config', 'config')).stem}"
+
+
+@flow(name="backtest-windows", flow_run_name=_windows_run_name)
+def replay_windows(
+    config: str,
+    features_ref: dict[str, Any],
+    windows: list[BacktestWindow],
+    run_dir: str,
+    warehouse: str | None,
+    torch_threads: int,
+    overrides: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
+    """Every retrain as a task on this flow's task runner; one log line per finished window, in finishing order."""
+    logger = get_run_logger()
+    futures = {
+        replay_retrain.submit(config, features_ref, w, run_dir, warehouse, torch_threads, overrides): w for w in windows
+    }
+    results, failed = [], []
+    for future in as_completed(list(futures)):
+        w = futures[future]
+        try:
+            result = future.result()
+        except Exception as exc:
+            failed.append(f"as-of {w.as_of}: {exc}")
+            logger.error("retrain %d/%d, as-of %s, failed: %s", w.index + 1, len(windows), w.as_of, exc)
+            continue
+        results.append(result)
+        ric = ", ".join(f"{key.replace('_rank_ic_', ' ')} {value:+.4f}" for key, value in result["rank_ic"].items())
+        logger.info(
+            "retrain %d/%d done (%d of %d): as-of %s, trained %s..%s (best epoch %d of %d) in %.0f s; OOS %s..%s "
+            "(%d sessions) RankIC %s",
+            w.index + 1, len(windows), len(results), len(windows), w.as_of, w.retrain.train_start,
+            w.retrain.valid_end, result["best_epoch"], result["epochs_run"], result["seconds"], w.oos_start,
+            w.oos_end, w.oos_days, ric,
+        )  # fmt: skip
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(windows)} retrains failed: {'; '.join(failed)}")
+    return sorted(results, key=lambda r: r["window"])
+
+
+def _task_runner(name: TaskRunnerName, workers: int) -> TaskRunner:
+    if name == "threads":
+        return ThreadPoolTaskRunner(max_workers=workers)
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError as exc:
+        raise RuntimeError("task_runner='dask' needs prefect-dask: pip install -e '.[dask]'") from exc
+    # One thread per worker process: a window's torch threads are set by the task. Any free dashboard port.
+    cluster = {"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"}
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=cluster)
+
+
+def _api_for_workers() -> Any:
+    """Worker processes get the run's settings from Prefect's serialized context; without an API URL (a throwaway
+    local API), each would start its own server, so name the one this run uses."""
+    if PREFECT_API_URL.value():
+        return nullcontext()
+    with get_client(sync_client=True) as client:
+        return temporary_settings({PREFECT_API_URL: str(client.api_url)})
+
+
+@task(name="stitch-backtest", cache_policy=NO_CACHE)
+def stitch_backtest(
+    config: str,
+    run_dir: str,
+    windows: list[BacktestWindow],
+    results: list[dict[str, Any]],
+    overrides: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The OOS predictions of every window in one Parquet file, and their metrics in summary.json."""
+    settings = _settings(config, overrides)
+    frame = stitch([pd.read_parquet(r["predictions_path"]) for r in results])
+    directory = Path(run_dir)
+    frame.to_parquet(directory / "predictions.parquet", index=False)
+    kept = ("best_epoch", "epochs_run", "best_valid_rank_ic", "collapsed", "seconds")
+    training = {r["window"]: {k: r[k] for k in kept} for r in results}
+    rows = [w.row() | training[w.index] for w in windows]
+    summary = summarise_backtest(frame, rows, settings.features.horizons, settings.evaluation.portfolio)
+    (directory / "summary.json").write_text(json.dumps(summary, indent=2))
+    return {"predictions_path": str(directory / "predictions.parquet"), "summary_path": str(directory / "summary.json")}
+
+
+def _publish(config: str, summary: dict[str, Any], header: str) -> None:
+    horizons = [h for h in REPORTED_HORIZONS if h in summary["horizons"]]
+    sources = list(summary["metrics"])
+    rank_ics = [f"{s}_rank_ic_{h}d" for h in horizons for s in sources]
+    shown = ["window", "as_of", "train", "valid", "oos", "oos_days", "best_epoch"]
+    create_table_artifact(
+        key=_key(config, "windows"),
+        table=[{k: row[k] for k in shown} | {k: _round(row.get(k)) for k in rank_ics} for row in summary["windows"]],
+        description="Retrains of the backtest: windows and OOS RankIC of the model, ridge, reversal and oracle",
+    )
+    metrics = [f"{m}_{h}d" for h in horizons for m in ("ic", "rank_ic", "rank_icir", "ls_sharpe", "ls_annual_return",
+                                                          "max_drawdown")]  # fmt: skip
+    rows = [{"source": s} | {m: _round(summary["metrics"][s][m]) for m in metrics} for s in sources]
+    if summary["oracle_ratio"]:
+        rows.append({"source": "model / oracle"} | {m: _round(v) for m, v in summary["oracle_ratio"].items()})
+    create_table_artifact(
+        key=_key(config, "summary"),
+        table=rows,
+        description=f"Stitched OOS {summary['oos_start']}..{summary['oos_end']}: model vs baselines",
+    )
+    report = "\n".join(report_lines(summary))
+    create_markdown_artifact(
+        key=_key(config, "report"), markdown=f"### Backtest replay\n\n{header}\n\n```\n{report}\n```\n"
+    )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else round(value, 4)
+
+
+def _run_name() -> str:
+    return f"backtest-{Path(flow_run.parameters.get('config', 'config')).stem}"
+
+
+@flow(name="backtest", flow_run_name=_run_name)
+def backtest(
+    config: str,
+    start: date,
+    end: date,
+    step: int | None = None,
+    task_runner: TaskRunnerName = "threads",
+    warehouse: str | None = None,
+    workers: int | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Retrain every ``step`` sessions (default ``retrain.step_days``) with as-of dates from ``start`` to ``end``; each
+    model predicts the sessions up to the next retrain. ``workers``: windows at a time (default: one per core, at
+    most one per window); ``overrides``: dotted config keys, e.g. ``{"train.epochs": 1}``.
+
+    Returns the run directory and the paths of the stitched predictions and of summary.json.
+    """
+    began = time.perf_counter()
+    settings = _settings(config, overrides)
+    step = step or settings.retrain.step_days
+    features_ref = build_features(config=config, warehouse=warehouse)
+    manifest = FeatureManifest.read(features_ref["manifest_path"])
+    with Warehouse(warehouse or settings.warehouse.path, read_only=True) as wh:
+        table = manifest.table_name
+        dates = [d for (d,) in wh.con.execute(f"SELECT DISTINCT Date FROM {table} ORDER BY Date").fetchall()]
+    warm_up = max(column.lookback for column in manifest.features)
+    windows = plan_backtest(dates, start, end, step, settings, warm_up)
+    run_dir = settings.train.staging_dir / f"backtest-{flow_run.id}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cores = len(os.sched_getaffinity(0))
+    parallel = min(len(windows), workers or cores)
+    # Windows at a time share the cores. Oversubscribed intra-op threads are not just slower but can stall for seconds
+    # per step when another process takes a core (measured: 50 s instead of 1 s per S&P step with 2 threads on 2
+    # busy cores). Same count on both runners, so they give the same numbers.
+    torch_threads = max(1, cores // parallel)
+    logger = get_run_logger()
+    logger.info(
+        "backtest of %s: %d retrains every %d sessions, as-of %s..%s, %d at a time on %s (%d torch threads each)",
+        settings.model.name, len(windows), step, windows[0].as_of, windows[-1].as_of, parallel, task_runner,
+        torch_threads,
+    )  # fmt: skip
+    replay = replay_windows.with_options(task_runner=_task_runner(task_runner, parallel))
+    with _api_for_workers() if task_runner == "dask" else nullcontext():
+        results = replay(config, features_ref, windows, str(run_dir), warehouse, torch_threads, overrides)
+    paths = stitch_backtest(config, str(run_dir), windows, results, overrides)
+    summary = json.loads(Path(paths["summary_path"]).read_text())
+    header = (
+        f"`{config}`, {settings.model.name}, {len(windows)} retrains every {step} sessions on {task_runner} "
+        f"({parallel} at a time), overrides {overrides or 'none'}, {time.perf_counter() - began:.0f} s; record in "
+        f"`{run_dir}`"
+    )
+    _publish(config, summary, header)
+    for line in report_lines(summary):
+        logger.info(line)
+    return {"run_dir": str(run_dir), **paths, "windows": len(windows)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Replay rolling retrains over history and print the OOS record.")
+    parser.add_argument("config", help="pipeline config, e.g. deployments/sp500.yaml")
+    parser.add_argument("--start", type=date.fromisoformat, required=True, help="first as-of date")
+    parser.add_argument("--end", type=date.fromisoformat, required=True, help="last as-of date")
+    parser.add_argument("--step", type=int, help="sessions between retrains (default: retrain.step_days)")
+    parser.add_argument("--task-runner", choices=["threads", "dask"], default="threads")
+    parser.add_argument("--workers", type=int, help="retrains at a time (default: one per core)")
+    parser.add_argument("--epochs", type=int, help="override train.epochs")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, e.g. --set retrain.train_days=250 (repeatable)")  # fmt: skip
+    parser.add_argument("--warehouse", help="DuckDB file (default: the config's warehouse.path)")
+    args = parser.parse_args(argv)
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # the cluster's INFO lines would bury the progress
+    began = time.perf_counter()
+    overrides = dict(item.split("=", 1) for item in args.set) | ({"train.epochs": args.epochs} if args.epochs else {})
+    result = backtest(config=args.config, start=args.start, end=args.end, step=args.step, task_runner=args.task_runner,
+                      warehouse=args.warehouse, workers=args.workers, overrides=overrides or None)  # fmt: skip
+    print("\n".join(report_lines(json.loads(Path(result["summary_path"]).read_text()))))
+    print(f"\n{time.perf_counter() - began:.0f} s; predictions {result['predictions_path']}")
+    print(f"summary {result['summary_path']}")
+
+
+if __name__ == "__main__":
+    main()

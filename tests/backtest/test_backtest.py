@@ -1,0 +1,75 @@
+"""Backtest plan and stitching: as-of dates every step, OOS segments that tile the replay, overlaps refused."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pandas as pd
+import pytest
+
+from atft.backtest import plan_backtest, stitch
+from atft.config import PipelineConfig, SyntheticSourceConfig
+from atft.windows import retrain_windows
+
+DATES = [date(2022, 1, 3) + timedelta(days=i) for i in range(400)]
+WARM_UP = 70
+CONFIG = PipelineConfig.model_validate({
+    "name": "b", "source": SyntheticSourceConfig(kind="synthetic"),
+    "retrain": {"train_days": 100, "valid_days": 40}, "evaluation": {"eval_days": 10},
+})  # fmt: skip
+
+
+def earliest_as_of() -> date:
+    """The first day with enough history for a retrain, by asking retrain_windows day by day."""
+    for day in DATES:
+        try:
+            retrain_windows(DATES, day, CONFIG, WARM_UP)
+        except ValueError:
+            continue
+        return day
+    raise AssertionError("no feasible day")
+
+
+def test_as_of_dates_every_step_and_oos_segments_tile_the_replay():
+    windows = plan_backtest(DATES, DATES[200], DATES[260], 25, CONFIG, WARM_UP)
+    assert [w.as_of for w in windows] == [DATES[200], DATES[225], DATES[250]]
+    for w in windows:
+        assert w.oos_start == DATES[DATES.index(w.as_of) + 1] and w.oos_days == 25
+        assert w.retrain == retrain_windows(DATES, w.as_of, CONFIG, WARM_UP) and w.retrain.eval_end < w.as_of
+    # Each segment ends on the next as-of date: together they cover DATES[201..275] once.
+    assert [w.oos_end for w in windows[:-1]] == [w.as_of for w in windows[1:]]
+
+
+def test_the_last_segment_ends_with_the_data_and_a_last_day_as_of_is_left_out():
+    windows = plan_backtest(DATES, DATES[380], DATES[-1], 19, CONFIG, WARM_UP)
+    assert [w.as_of for w in windows] == [DATES[380]]
+    assert (windows[0].oos_end, windows[0].oos_days) == (DATES[-1], 19)
+    with pytest.raises(ValueError, match="nothing to predict"):
+        plan_backtest(DATES, DATES[-1], DATES[-1], 5, CONFIG, WARM_UP)
+
+
+def test_too_little_history_names_what_is_needed_and_the_earliest_start():
+    earliest = earliest_as_of()
+    with pytest.raises(
+        ValueError, match=rf"it needs \d+ \(70 warm-up.*; the earliest as-of date with enough history is {earliest}"
+    ):
+        plan_backtest(DATES, DATES[100], DATES[300], 20, CONFIG, WARM_UP)
+    assert plan_backtest(DATES, earliest, earliest, 20, CONFIG, WARM_UP)[0].as_of == earliest
+
+
+def test_bad_ranges_and_steps_are_errors():
+    with pytest.raises(ValueError, match="no session of the feature table between"):
+        plan_backtest(DATES, date(2030, 1, 1), date(2030, 2, 1), 5, CONFIG, WARM_UP)
+    with pytest.raises(ValueError, match="step must be at least 1"):
+        plan_backtest(DATES, DATES[200], DATES[300], 0, CONFIG, WARM_UP)
+
+
+def test_stitching_refuses_a_stock_day_predicted_twice():
+    first = pd.DataFrame({"window": 0, "Date": [DATES[1], DATES[2]], "Code": "1301", "pred_1d": [0.1, 0.2]})
+    second = pd.DataFrame({"window": 1, "Date": [DATES[2], DATES[3]], "Code": "1301", "pred_1d": [0.3, 0.4]})
+    with pytest.raises(
+        ValueError, match=r"1 stock-days are predicted more than once, e.g. 1301 on 2022-01-05 by windows \[0, 1\]"
+    ):
+        stitch([first, second])
+    stitched = stitch([second.iloc[1:], first])
+    assert list(stitched["Date"]) == DATES[1:4] and list(stitched["window"]) == [0, 0, 1]

@@ -1,0 +1,164 @@
+"""``backtest``: rolling retrains replayed on threads and on a local Dask cluster, stitched without overlap or gap,
+with metrics that a recomputation from the stitched Parquet reproduces, and no training label past its as-of date."""
+
+import json
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+import flows.features as features_flow
+import flows.ingest as ingest_flow
+from atft.backtest import load_window, plan_backtest
+from atft.baselines import csz_columns, fit_ridge
+from atft.config import load_config
+from atft.metrics import evaluate_predictions
+from flows.backtest import backtest
+from schemas.manifest import FeatureManifest
+
+START, END, STEP = date(2021, 10, 1), date(2021, 12, 10), 20  # three retrains, 60 OOS sessions
+SOURCES = {"model": "pred", "ridge": "ridge", "reversal": "reversal", "oracle": "oracle"}
+HORIZONS = [1, 5, 10, 20]
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory):
+    """36 synthetic stocks over two years; retrains of 60 train and 20 valid sessions, one epoch of a tiny model."""
+    tmp = tmp_path_factory.mktemp("backtest-flow")
+    path = tmp / "replay.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "replay",
+        "source": {"kind": "synthetic", "seed": 5, "n_stocks": 36, "start": "2021-01-04", "end": "2022-12-30"},
+        "universe": {"code_pattern": r"^\d{4}$"},
+        "warehouse": {"path": str(tmp / "market.duckdb")},
+        "features": {"cs_z": {"min_stocks": 10}, "manifest_dir": str(tmp / "manifests")},
+        "model": {"lookback": 8, "hidden": 16, "var_hidden": 2, "fan_window": 4},
+        "train": {"epochs": 1, "days_per_batch": 8, "staging_dir": str(tmp / "staging")},
+        "retrain": {"train_days": 60, "valid_days": 20, "step_days": STEP},
+        "evaluation": {"eval_days": 5},
+    }))  # fmt: skip
+    ingest_flow.ingest(config=str(path))
+    ref = features_flow.build_features(config=str(path))
+    with duckdb.connect(str(tmp / "market.duckdb"), read_only=True) as con:
+        dates = [d for (d,) in con.execute(f"SELECT DISTINCT Date FROM {ref['table']} ORDER BY Date").fetchall()]
+    return str(path), FeatureManifest.read(ref["manifest_path"]), dates
+
+
+@pytest.fixture(scope="module")
+def threads_run(market):
+    config, _, _ = market
+    result = backtest(config=config, start=START, end=END, step=STEP)
+    return json.loads(Path(result["summary_path"]).read_text()), pd.read_parquet(result["predictions_path"])
+
+
+def test_stitched_predictions_tile_the_oos_sessions_of_each_window(market, threads_run):
+    config, manifest, dates = market
+    summary, frame = threads_run
+    first = dates.index(START)
+    assert [w["as_of"] for w in summary["windows"]] == [str(dates[first + k * STEP]) for k in range(3)]
+    for k, window in enumerate(summary["windows"]):
+        # The sessions strictly after the as-of date, through the next as-of date: no overlap, no gap.
+        expected = dates[first + k * STEP + 1 : first + (k + 1) * STEP + 1]
+        assert sorted(frame.loc[frame["window"] == k, "Date"].unique()) == expected
+        assert window["oos"] == f"{expected[0]}..{expected[-1]}" and window["oos_days"] == STEP
+    assert not frame.duplicated(["Date", "Code"]).any()
+    with duckdb.connect(str(load_config(config).warehouse.path), read_only=True) as con:
+        sql = f"SELECT count(*) FROM {manifest.table_name} WHERE Date BETWEEN ? AND ?"
+        (rows,) = con.execute(sql, [dates[first + 1], dates[first + 3 * STEP]]).fetchone()
+    assert len(frame) == rows  # every stock-day of the OOS sessions, once
+
+
+def _daily(frame: pd.DataFrame, column: str, h: int, rank: bool) -> pd.Series:
+    def one_day(day: pd.DataFrame) -> float:
+        pair = day[[column, f"label_{h}d"]].dropna()
+        return (pair.rank() if rank else pair).corr().iloc[0, 1]
+
+    return frame.groupby("Date")[[column, f"label_{h}d"]].apply(one_day)
+
+
+def test_summary_metrics_equal_a_recomputation_from_the_stitched_parquet(market, threads_run):
+    config, _, _ = market
+    summary, frame = threads_run
+    windows = frame.groupby("Date")["window"].first()
+    for source, prefix in SOURCES.items():
+        for h in (1, 5):
+            for metric, rank in (("ic", False), ("rank_ic", True)):
+                daily = _daily(frame, f"{prefix}_{h}d", h, rank)
+                assert summary["metrics"][source][f"{metric}_{h}d"] == pytest.approx(daily.mean(), abs=1e-9)
+                assert [d[f"{source}_{metric}_{h}d"] for d in summary["daily"]] == pytest.approx(list(daily), abs=1e-9)
+                for k, row in enumerate(summary["windows"]):
+                    assert row[f"{source}_{metric}_{h}d"] == pytest.approx(daily[windows == k].mean(), abs=1e-9)
+    # The book trades the raw forward returns of the stitched days.
+    dense = {c: np.stack([frame.pivot(index="Date", columns="Code", values=f"{c}_{h}d").to_numpy() for h in HORIZONS],
+                         axis=-1) for c in ("pred", "label", "target")}  # fmt: skip
+    book = evaluate_predictions(dense["pred"], dense["label"], np.isfinite(dense["label"]), HORIZONS,
+                                load_config(config).evaluation.portfolio, returns=dense["target"])  # fmt: skip
+    for name in ("ls_sharpe_5d", "ls_annual_return_5d", "max_drawdown_5d", "turnover_1d", "jpx_sharpe_5d"):
+        assert summary["metrics"]["model"][name] == pytest.approx(book[name], abs=1e-9)
+    ratio = summary["metrics"]["model"]["rank_ic_5d"] / summary["metrics"]["oracle"]["rank_ic_5d"]
+    assert summary["oracle_ratio"]["rank_ic_5d"] == pytest.approx(ratio)
+    assert all(np.isfinite(summary["metrics"][s]["rank_ic_5d"]) for s in ("ridge", "reversal", "oracle"))
+
+
+def test_artifacts_report_each_window_and_the_summary(threads_run, read_artifacts):
+    windows = json.loads(read_artifacts("backtest-replay-windows")[0].data)
+    assert [row["window"] for row in windows] == [0, 1, 2]
+    assert {"as_of", "train", "valid", "oos", "model_rank_ic_5d", "ridge_rank_ic_1d", "oracle_rank_ic_5d"} <= set(
+        windows[0]
+    )
+    rows = json.loads(read_artifacts("backtest-replay-summary")[0].data)
+    assert [row["source"] for row in rows] == [*SOURCES, "model / oracle"]
+    assert "model RankIC / oracle RankIC" in read_artifacts("backtest-replay-report")[0].data
+
+
+def test_a_local_dask_cluster_replays_the_same_predictions(market, threads_run):
+    config, _, _ = market
+    _, threads = threads_run
+    result = backtest(config=config, start=START, end=END, step=STEP, task_runner="dask", workers=2)
+    dask = pd.read_parquet(result["predictions_path"])
+    # Same seeds, same data, same torch thread count per window: bit for bit (fits in one process take turns, see
+    # atft.backtest.TORCH_LOCK; a different intra-op thread count would move float32 sums in their last bits).
+    pd.testing.assert_frame_equal(dask, threads, check_exact=True)
+
+
+def test_no_training_label_reaches_past_its_as_of_date(market):
+    config, manifest, dates = market
+    settings = load_config(config)
+    warm_up = max(c.lookback for c in manifest.features)
+    position = {d: i for i, d in enumerate(dates)}
+    with duckdb.connect(str(settings.warehouse.path), read_only=True) as con:
+        for window in plan_backtest(dates, START, END, STEP, settings, warm_up):
+            assert window.retrain.valid_end < window.as_of < window.oos_start
+            data = load_window(con, manifest, settings, window).training
+            for dataset, end in ((data.train, window.retrain.train_end), (data.valid, window.retrain.valid_end)):
+                assert dataset.label_cutoff == dataset.days[-1]
+                used = dataset[list(range(len(dataset)))].y_mask.numpy().reshape(len(dataset.days), -1, len(HORIZONS))
+                day, _, k = np.nonzero(used)
+                assert day.size
+                label_ends = [dates[position[data.arrays.dates[dataset.days[i]].date()] + HORIZONS[j]]
+                              for i, j in zip(day, k, strict=True)]  # fmt: skip
+                assert max(label_ends) <= end < window.as_of
+            # Ridge: 5-day labels that end after the last training day change nothing; the last one inside does.
+            columns, last = csz_columns(manifest), data.train_days[-1]
+            weights = fit_ridge(data.arrays, data.train_days, columns, 5)
+            data.arrays.targets[last - 4 :] = 1e6
+            assert np.array_equal(weights, fit_ridge(data.arrays, data.train_days, columns, 5))
+            data.arrays.targets[last - 5] = 1e6
+            assert not np.array_equal(weights, fit_ridge(data.arrays, data.train_days, columns, 5))
+
+
+def test_a_too_short_history_fails_naming_what_is_needed(market):
+    config, _, dates = market
+    state = backtest(config=config, start=date(2021, 3, 1), end=END, step=STEP, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ValueError, match=r"too few for a retrain: it needs \d+ \(69 warm-up, 20\+ train, 20 valid"):
+        state.result()
+    # The hint is right: the day before it is refused, the day itself is planned.
+    earliest = date.fromisoformat(state.message.rsplit(" ", 1)[-1])
+    with pytest.raises(ValueError, match="too few"):
+        plan_backtest(dates, dates[dates.index(earliest) - 1], END, STEP, load_config(config), 69)
+    assert plan_backtest(dates, earliest, END, STEP, load_config(config), 69)[0].as_of == earliest
