@@ -42,6 +42,7 @@ def isolated(config: str, directory: Path) -> tuple[Path, PipelineConfig]:
         "train.staging_dir": str(directory / "staging"),
         "registry.path": str(directory / "registry"),
     })  # fmt: skip
+    directory.mkdir(parents=True, exist_ok=True)
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(settings.model_dump(mode="json", by_alias=True)))
     return path, load_config(path)
