@@ -9,7 +9,6 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 import flows.features as features_flow
 import flows.ingest as ingest_flow
@@ -26,21 +25,16 @@ HORIZONS = [1, 5, 10, 20]
 
 
 @pytest.fixture(scope="module")
-def market(tmp_path_factory):
+def market(tmp_path_factory, small_market):
     """36 synthetic stocks over two years; retrains of 60 train and 20 valid sessions, one epoch of a tiny model."""
     tmp = tmp_path_factory.mktemp("backtest-flow")
-    path = tmp / "replay.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "replay",
-        "source": {"kind": "synthetic", "seed": 5, "n_stocks": 36, "start": "2021-01-04", "end": "2022-12-30"},
-        "universe": {"code_pattern": r"^\d{4}$"},
-        "warehouse": {"path": str(tmp / "market.duckdb")},
-        "features": {"cs_z": {"min_stocks": 10}, "manifest_dir": str(tmp / "manifests")},
-        "model": {"lookback": 8, "hidden": 16, "var_hidden": 2, "fan_window": 4},
-        "train": {"epochs": 1, "days_per_batch": 8, "staging_dir": str(tmp / "staging")},
-        "retrain": {"train_days": 60, "valid_days": 20, "step_days": STEP},
-        "evaluation": {"eval_days": 5},
-    }))  # fmt: skip
+    path = small_market(
+        tmp,
+        "replay",
+        source={"seed": 5, "n_stocks": 36, "start": "2021-01-04", "end": "2022-12-30"},
+        retrain={"train_days": 60, "valid_days": 20, "step_days": STEP},
+        evaluation={"eval_days": 5},
+    )
     ingest_flow.ingest(config=str(path))
     ref = features_flow.build_features(config=str(path))
     with duckdb.connect(str(tmp / "market.duckdb"), read_only=True) as con:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import duckdb
 import pytest
-import yaml
 
 import flows.features as features_flow
 import flows.ingest as ingest_flow
@@ -25,32 +24,20 @@ WINDOWS = {
 EVAL = {"eval_start": date(2022, 11, 30), "eval_end": date(2022, 12, 28)}
 
 
-def write_config(tmp: Path, name: str, gates: list[str]) -> str:
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": name,
-        "source": {"kind": "synthetic", "seed": 4, "n_stocks": 30, "start": "2022-01-04", "end": "2022-12-28"},
-        "universe": {"code_pattern": r"^\d{4}$"},
-        "warehouse": {"path": str(tmp / "market.duckdb")},
-        "features": {"cs_z": {"min_stocks": 10}, "manifest_dir": str(tmp / "manifests")},
-        "model": {"lookback": 8, "hidden": 16, "var_hidden": 2, "fan_window": 4},
-        "train": {"epochs": 1, "days_per_batch": 8, "staging_dir": str(tmp / "staging")},
-        "evaluation": {"gates": gates, "champion_tolerance": 0.001},
-        "registry": {"path": str(tmp / "registry")},
-    }))  # fmt: skip
-    return str(path)
+def write_config(small_market, tmp: Path, name: str, gates: list[str]) -> str:
+    return small_market(tmp, name, evaluation={"gates": gates, "champion_tolerance": 0.001})
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, small_market):
     tmp = tmp_path_factory.mktemp("evaluate-publish")
-    lenient = write_config(tmp, "lenient", ["rank_ic_5d >= -1", "collapse_ratio_1d >= 0.0001"])
+    lenient = write_config(small_market, tmp, "lenient", ["rank_ic_5d >= -1", "collapse_ratio_1d >= 0.0001"])
     ingest_flow.ingest(config=lenient)
     ref = features_flow.build_features(config=lenient)
     return tmp, lenient, train_flow.train(config=lenient, features_ref=ref, **WINDOWS)
 
 
-def test_first_publish_then_champion_vs_challenger_then_rejection(trained):
+def test_first_publish_then_champion_vs_challenger_then_rejection(trained, small_market):
     tmp, lenient, staged = trained
     first = evaluate(config=lenient, model_ref=staged, **EVAL)
     assert first["passed"] and first["champion"] is None
@@ -69,7 +56,7 @@ def test_first_publish_then_champion_vs_challenger_then_rejection(trained):
     assert second["champion"] == published["version"] and champion_line["passed"]
     assert "champion" in champion_line["reason"] and "tolerance 0.001" in champion_line["reason"]
 
-    strict = write_config(tmp, "strict", ["rank_ic_5d >= 0.9", "ls_sharpe_5d >= 50"])
+    strict = write_config(small_market, tmp, "strict", ["rank_ic_5d >= 0.9", "ls_sharpe_5d >= 50"])
     rejected = evaluate(config=strict, model_ref=staged, **EVAL)
     assert not rejected["passed"] and any("rank_ic_5d" in r and "below the bound 0.9" in r for r in rejected["reasons"])
     state = publish(config=strict, model_ref=staged, gate_result=rejected, return_state=True)
@@ -105,9 +92,9 @@ def test_gate_artifacts_are_tables_per_horizon_and_gates(trained, read_artifacts
         assert {row["metric"] for row in table} >= {"rank_ic", "ls_sharpe", "max_drawdown", "collapse_ratio"}
 
 
-def test_a_typo_in_a_gate_fails_before_scoring(trained):
+def test_a_typo_in_a_gate_fails_before_scoring(trained, small_market):
     tmp, _, staged = trained
-    typo = write_config(tmp, "typo", ["rank_icc_5d >= 0.01"])
+    typo = write_config(small_market, tmp, "typo", ["rank_icc_5d >= 0.01"])
     state = evaluate(config=typo, model_ref=staged, return_state=True, **EVAL)
     assert state.is_failed()
     with pytest.raises(ValueError, match="rank_icc_5d"):

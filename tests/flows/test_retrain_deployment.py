@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 PREFECT = [sys.executable, "-m", "prefect"]
@@ -23,25 +22,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def small_market(tmp: Path) -> Path:
-    path = tmp / "deployed.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "deployed",
-        "source": {"kind": "synthetic", "seed": 8, "n_stocks": 30, "start": "2022-01-04", "end": "2022-12-28"},
-        "universe": {"code_pattern": r"^\d{4}$"},
-        "warehouse": {"path": str(tmp / "deployed.duckdb")},
-        "features": {"cs_z": {"min_stocks": 10}, "manifest_dir": str(tmp / "manifests")},
-        "model": {"lookback": 8, "hidden": 16, "var_hidden": 2, "fan_window": 4},
-        "train": {"epochs": 1, "days_per_batch": 8, "staging_dir": str(tmp / "staging")},
-        "retrain": {"train_days": 60, "valid_days": 20},
-        "evaluation": {"eval_days": 20, "gates": ["rank_ic_5d >= -1"]},
-        "registry": {"path": str(tmp / "registry")},
-    }))  # fmt: skip
-    return path
-
-
 @pytest.mark.slow
-def test_server_deploy_worker_and_a_published_rolling_retrain(tmp_path):
+def test_server_deploy_worker_and_a_published_rolling_retrain(tmp_path, small_market):
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {
@@ -70,7 +52,8 @@ def test_server_deploy_worker_and_a_published_rolling_retrain(tmp_path):
 
         prefect("work-pool", "create", "atft-process", "--type", "process")
         prefect("--no-prompt", "deploy", "--all")
-        config = small_market(tmp_path)
+        config = small_market(tmp_path, "deployed", source={"seed": 8}, retrain={"train_days": 60, "valid_days": 20},
+                              evaluation={"eval_days": 20, "gates": ["rank_ic_5d >= -1"]})  # fmt: skip
         prefect("deployment", "run", "rolling-retrain/demo", "--param", f"config={config}",
                 "--param", "as_of=2022-12-23")  # fmt: skip
         prefect("worker", "start", "--pool", "atft-process", "--run-once", cwd=tmp_path)

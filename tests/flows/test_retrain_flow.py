@@ -2,11 +2,9 @@
 
 import shutil
 from datetime import date
-from pathlib import Path
 
 import duckdb
 import pytest
-import yaml
 
 import flows.train as train_flow
 from atft.calendar import TradingCalendar
@@ -19,28 +17,17 @@ NEXT = date(2022, 12, 28)
 HOLIDAY = date(2022, 11, 3)  # Culture Day: the Tokyo exchange is closed
 
 
-def write_config(tmp: Path, name: str, gates: list[str]) -> str:
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": name,
-        "source": {"kind": "synthetic", "seed": 6, "n_stocks": 30, "start": "2022-01-04", "end": "2022-12-28"},
-        "universe": {"code_pattern": r"^\d{4}$"},
-        "warehouse": {"path": str(tmp / "market.duckdb")},
-        "features": {"cs_z": {"min_stocks": 10}, "manifest_dir": str(tmp / "manifests")},
-        "model": {"lookback": 8, "hidden": 16, "var_hidden": 2, "fan_window": 4},
-        "train": {"epochs": 1, "days_per_batch": 8, "staging_dir": str(tmp / "staging")},
-        "retrain": {"train_days": 60, "valid_days": 20},
-        "evaluation": {"eval_days": 20, "gates": gates},
-        "registry": {"path": str(tmp / "registry")},
-    }))  # fmt: skip
-    return str(path)
-
-
 @pytest.fixture(scope="module")
-def market(tmp_path_factory):
+def market(tmp_path_factory, small_market):
     tmp = tmp_path_factory.mktemp("retrain")
-    lenient = write_config(tmp, "lenient", ["rank_ic_5d >= -1", "collapse_ratio_1d >= 0.0001"])
-    strict = write_config(tmp, "strict", ["rank_ic_5d >= 0.9"])
+    windows = {"source": {"seed": 6}, "retrain": {"train_days": 60, "valid_days": 20}}
+    lenient = small_market(
+        tmp,
+        "lenient",
+        **windows,
+        evaluation={"eval_days": 20, "gates": ["rank_ic_5d >= -1", "collapse_ratio_1d >= 0.0001"]},
+    )
+    strict = small_market(tmp, "strict", **windows, evaluation={"eval_days": 20, "gates": ["rank_ic_5d >= 0.9"]})
     return tmp, lenient, strict
 
 

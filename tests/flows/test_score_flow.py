@@ -9,7 +9,6 @@ from pathlib import Path
 
 import duckdb
 import pytest
-import yaml
 
 import flows.evaluate as evaluate_flow
 import flows.features as features_flow
@@ -30,27 +29,14 @@ WINDOWS = {
 EVAL = {"eval_start": date(2022, 8, 29), "eval_end": date(2022, 9, 9)}
 
 
-def write_config(tmp: Path, name: str, registry: Path) -> str:
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": name,
-        "source": {"kind": "synthetic", "seed": 4, "n_stocks": 30, "start": "2022-01-04", "end": "2022-12-28"},
-        "universe": {"code_pattern": r"^\d{4}$"},
-        "warehouse": {"path": str(tmp / "market.duckdb")},
-        "features": {"cs_z": {"min_stocks": 10}, "manifest_dir": str(tmp / "manifests")},
-        "model": {"lookback": 8, "hidden": 16, "var_hidden": 2, "fan_window": 4},
-        "train": {"epochs": 1, "days_per_batch": 8, "staging_dir": str(tmp / "staging")},
-        "evaluation": {"gates": ["rank_ic_5d >= -1", "collapse_ratio_1d >= 0.0001"]},
-        "registry": {"path": str(registry)},
-    }))  # fmt: skip
-    return str(path)
+LENIENT = {"gates": ["rank_ic_5d >= -1", "collapse_ratio_1d >= 0.0001"]}
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory):
+def published(tmp_path_factory, small_market):
     """A synthetic market through ingest, features, train, lenient gates and publish: a champion to score with."""
     tmp = tmp_path_factory.mktemp("score")
-    config = write_config(tmp, "daily", tmp / "registry")
+    config = small_market(tmp, "daily", evaluation=LENIENT)
     ingest_flow.ingest(config=config)
     ref = features_flow.build_features(config=config)
     staged = train_flow.train(config=config, features_ref=ref, **WINDOWS)
@@ -121,10 +107,11 @@ def test_a_drifted_feature_table_fails_the_run_before_scoring(published, read_ar
     assert named in read_artifacts("score-daily-contract")[0].data
 
 
-def test_no_champion_fails_with_a_clear_message(published, tmp_path):
+def test_no_champion_fails_with_a_clear_message(published, tmp_path, small_market):
     tmp, _, _, _ = published
     empty = tmp_path / "registry"
-    state = score(config=write_config(tmp, "unpublished", empty), return_state=True)
+    config = small_market(tmp, "unpublished", evaluation=LENIENT, registry={"path": str(empty)})
+    state = score(config=config, return_state=True)
     assert state.is_failed()
     with pytest.raises(ScoringError, match=f"nothing published yet in {empty}; run a retrain"):
         state.result()
