@@ -38,6 +38,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SignalMixConfig(_Strict):
+    """Multipliers on the synthetic market's three planted signal parts, each of about unit variance at 1."""
+
+    reversal: float = Field(1.0, ge=0)
+    volume: float = Field(1.0, ge=0)
+    lead_lag: float = Field(1.0, ge=0)
+    regime: float = Field(0.0, ge=0)
+
+
 class SyntheticSourceConfig(_Strict):
     """A deterministic J-Quants-shaped market on the JPX calendar, fixed by ``seed``."""
 
@@ -51,6 +60,7 @@ class SyntheticSourceConfig(_Strict):
     chunk_stocks: int = Field(250, gt=0)
     # Scales the planted predictable component; 0 makes the market pure noise.
     signal_strength: float = Field(1.0, ge=0)
+    signal_mix: SignalMixConfig = SignalMixConfig()
     split_probability: float = Field(0.15, ge=0, le=1)
     late_listing_fraction: float = Field(0.08, ge=0, le=1)
     delisting_fraction: float = Field(0.05, ge=0, le=1)

@@ -226,3 +226,17 @@ def test_followers_lag_their_sector_leaders() -> None:
 
     assert lead_lag_ic(make_source(**window)) > 0.015
     assert abs(lead_lag_ic(make_source(signal_strength=0.0, **window))) < 0.015
+
+
+def test_the_market_regime_flips_the_sign_of_reversal() -> None:
+    """Part 4 alone: after a market rally past 5-day winners lag tomorrow; after a sell-off they lead."""
+    only_regime = {"reversal": 0.0, "volume": 0.0, "lead_lag": 0.0, "regime": 1.0}
+    window = {"start": date(2021, 1, 4), "end": END, "n_stocks": 120, **dict.fromkeys(EVENTFUL, 0.0)}
+    today, tomorrow = next_day_returns(collect(make_source(signal_mix=only_regime, **window), window["start"])[0])
+    past_week = np.log1p(today).rolling(5).sum()
+    market_week = past_week.mean(axis=1)
+    relative = past_week.sub(market_week, axis=0)
+    after_rally = market_week > market_week.median()
+    after_sell_off = ~after_rally & market_week.notna()
+    assert mean_daily_ic(relative[after_rally], tomorrow[after_rally]) < -0.02
+    assert mean_daily_ic(relative[after_sell_off], tomorrow[after_sell_off]) > 0.02
