@@ -6,7 +6,6 @@ from pathlib import Path
 
 import duckdb
 import pytest
-import yaml
 from safetensors.torch import load_file
 
 import atft.training.session as session
@@ -26,21 +25,10 @@ WINDOWS = {
 
 
 @pytest.fixture(scope="module")
-def market(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("train-flow")
-    path = tmp / "small.yaml"
-    config = {
-        "name": "small",
-        "source": {"kind": "synthetic", "seed": 9, "n_stocks": 30, "start": "2022-01-04", "end": "2022-12-28"},
-        "universe": {"code_pattern": r"^\d{4}$"},
-        "warehouse": {"path": str(tmp / "small.duckdb")},
-        "features": {"cs_z": {"min_stocks": 10}, "manifest_dir": str(tmp / "manifests")},
-        "model": {"lookback": 8, "hidden": 16, "var_hidden": 2, "fan_window": 4},
-        "train": {"epochs": 1, "days_per_batch": 8, "staging_dir": str(tmp / "staging")},
-    }
-    path.write_text(yaml.safe_dump(config))
-    ingest_flow.ingest(config=str(path))
-    return str(path), features_flow.build_features(config=str(path))
+def market(tmp_path_factory, small_market):
+    path = small_market(tmp_path_factory.mktemp("train-flow"), "small", source={"seed": 9})
+    ingest_flow.ingest(config=path)
+    return path, features_flow.build_features(config=path)
 
 
 def test_training_stages_safetensors_and_json_for_the_manifest(market):
