@@ -39,7 +39,7 @@ class _Strict(BaseModel):
 
 
 class SignalMixConfig(_Strict):
-    """Multipliers on the synthetic market's three planted signal parts, each of about unit variance at 1."""
+    """Multipliers on the synthetic market's four planted signal parts, each of about unit variance at 1."""
 
     reversal: float = Field(1.0, ge=0)
     volume: float = Field(1.0, ge=0)

@@ -1,10 +1,14 @@
-"""ATFT-GAT-FAN: causal FAN -> variable selection -> GRU over the window -> GATv2 over the day's stock graph ->
-gated fusion -> one score per horizon.
+"""ATFT-GAT-FAN: causal FAN -> variable selection -> day-context FiLM -> GRU over the window -> GATv2 over the day's
+stock graph -> gated fusion -> one score per horizon.
 
 FAN's removed (non-stationary) part is not thrown away: FAN itself predicts it on a separate branch, and for a ranker
 it carries today's level, which is what ranks stocks. Here the variable selection network sees the FAN residual and
 a linear embedding of the removed part is added at every step. On the trainer test's planted today-level problem
 the residual alone reached a train RankIC of 0.14; with the removed part added back, 0.71 (no FAN at all: 0.58).
+
+The day-context FiLM lets every step's embedding depend on that step's cross-section (see ``day_context``). On the
+regime benchmark market (lookback 10) it took the held-out 5-day RankIC from 0.193 to 0.223 (0.66 to 0.76 x oracle);
+applied to the final state only, 0.205. Scores therefore depend on the day's other stocks: batches hold whole days.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from torch_geometric.nn import GATv2Conv
 
 from atft.config import ModelConfig
 from atft.models.contract import ContractModel
+from atft.models.day_context import DayContextFiLM
 from atft.models.fan import CausalFAN
 from atft.models.fusion import GatedFusion
 from atft.models.variable_selection import VariableSelectionNetwork
@@ -57,6 +62,7 @@ class ATFTGATFAN(ContractModel):
         self.selection = VariableSelectionNetwork(width, config.var_hidden, hidden, config.dropout)
         self.nonstationary = nn.Linear(width, hidden)
         self.encoder = TemporalEncoder(hidden)
+        self.day_context = DayContextFiLM(hidden)
         # GATv2Conv adds one self-loop per node itself; the input graph has none, so none are added here.
         self.graph_layers = nn.ModuleList(
             GATv2Conv(hidden, hidden // config.gat_heads, heads=config.gat_heads, edge_dim=2, add_self_loops=True)
@@ -74,7 +80,6 @@ class ATFTGATFAN(ContractModel):
         return self.selection(residual) + self.nonstationary(x - residual)
 
     def forward(self, x: Tensor, x_mask: Tensor, edge_index: Tensor, edge_attr: Tensor, day: Tensor) -> Tensor:
-        # ``day`` is part of the one signature; edges never cross days, so the graph layers need nothing else.
         x = self.prepare_inputs(x, x_mask)
         if x.device.type != "cpu" or torch.compiler.is_compiling():
             # Accelerators, export and torch.compile take all rows at once: no loop whose length depends on N.
@@ -82,7 +87,7 @@ class ATFTGATFAN(ContractModel):
         else:
             rows = max(1, CHUNK_ELEMENTS // (x.shape[1] * x.shape[2] * self.config.var_hidden))
             per_step = torch.cat([self._per_step(chunk) for chunk in x.split(rows)])
-        h_time = self.encoder(per_step, x_mask)[:, -1]
+        h_time = self.encoder(self.day_context(per_step, day, x_mask), x_mask)[:, -1]
         h_graph = h_time
         for conv, norm in zip(self.graph_layers, self.graph_norms, strict=True):
             update = F.elu(conv(h_graph, edge_index, edge_attr))

@@ -257,6 +257,40 @@ def test_chunking_stocks_changes_no_score(monkeypatch: pytest.MonkeyPatch) -> No
     torch.testing.assert_close(model(*batch.inputs()), whole)
 
 
+def _film_active(model):
+    # DayContextFiLM starts as the identity; random weights make the day context change scores.
+    with torch.no_grad():
+        model.day_context.film.weight.normal_()
+    return model
+
+
+def test_day_context_uses_the_days_present_stocks_only() -> None:
+    model = _film_active(build("atft_gat_fan")).eval()
+    batch = make_batch((5, 7))
+    batch.x_mask[3] = False  # row 3 is absent that day: it has no row, and so no edges
+    keep = (batch.edge_index != 3).all(0)
+    batch.edge_index, batch.edge_attr = batch.edge_index[:, keep], batch.edge_attr[keep]
+    scores = model(*batch.inputs())
+    rows = torch.tensor([0, 1, 2, 4])  # day 0 alone, without the absent row and without day 1
+    remap = torch.full((batch.x.shape[0],), -1).index_put_((rows,), torch.arange(4))
+    alone = (remap[batch.edge_index] >= 0).all(0)
+    torch.testing.assert_close(
+        model(batch.x[rows], batch.x_mask[rows], remap[batch.edge_index[:, alone]], batch.edge_attr[alone],
+              torch.zeros(4, dtype=torch.long)),
+        scores[rows],
+    )  # fmt: skip
+
+
+def test_day_context_carries_the_cross_section_to_every_stock() -> None:
+    model = _film_active(build("atft_gat_fan")).eval()
+    batch = make_batch((6,))
+    batch.edge_index, batch.edge_attr = batch.edge_index[:, :0], batch.edge_attr[:0]  # no graph: context only
+    scores = model(*batch.inputs())
+    batch.x[5] += 3.0
+    changed = model(*batch.inputs())
+    assert not torch.allclose(changed[:5], scores[:5])
+
+
 def test_grouped_grn_equals_independent_grns() -> None:
     torch.manual_seed(0)
     for in_dim, out_dim in ((3, 5), (4, 4)):  # projected and identity skip
