@@ -200,7 +200,9 @@ class GraphConfig(_Strict):
 
 class ModelConfig(_Strict):
     name: Literal["atft_gat_fan", "apex"] = "atft_gat_fan"
-    lookback: int = Field(20, ge=2)  # sessions per input window, the day itself last
+    # Sessions per input window, the day itself last. 10 rather than 20: with the day-context FiLM, the regime
+    # market's held-out 5d RankIC was 0.223 at 10 and 0.210 at 20, and an epoch takes half the time.
+    lookback: int = Field(10, ge=2)
     hidden: int = Field(64, ge=8)
     var_hidden: int = Field(8, ge=2)  # per-variable embedding width inside the variable selection network
     dropout: float = Field(0.1, ge=0, lt=1)
@@ -208,8 +210,8 @@ class ModelConfig(_Strict):
     fan_top_k: int = Field(2, ge=1)  # dominant frequencies removed per window and channel
     gat_heads: int = Field(2, ge=1)
     gat_layers: int = Field(1, ge=1)
-    patch_len: int = Field(8, ge=2)  # APEX baseline: PatchTST patching
-    patch_stride: int = Field(4, ge=1)
+    patch_len: int = Field(4, ge=2)  # APEX baseline: PatchTST patching, 4 patches of the default lookback
+    patch_stride: int = Field(2, ge=1)
     transformer_layers: int = Field(2, ge=1)
     attention_heads: int = Field(4, ge=1)
     graph: GraphConfig = GraphConfig()
