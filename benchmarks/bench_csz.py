@@ -32,6 +32,7 @@ from pathlib import Path
 import numba
 import numpy as np
 import pandas as pd
+from harness import finish
 
 from atft.features.cross_section import _cs_zscore_kernel, cs_zscore
 
@@ -188,10 +189,7 @@ def main() -> None:
     print(f"  max |kernel - pandas|     {max_diff:.2e}")
     print(f"  peak RSS                  {kernel_rss:,.0f} MiB after the kernel, {_peak_rss_mib():,.0f} MiB overall")
     print(f"  pandas / kernel = {ratio:.1f}x; target >= {TARGET_RATIO:.0f}x: {verdict}")
-    if args.json:
-        args.json.write_text(json.dumps({"results": results, "target_ratio": TARGET_RATIO}))
-    if verdict == "FAIL":
-        sys.exit(1)
+    finish(verdict != "FAIL", args.json, {"results": results, "target_ratio": TARGET_RATIO})
 
 
 if __name__ == "__main__":

@@ -10,14 +10,13 @@ result persistence, the transaction). Target: the flow takes at most 1.2x the li
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
 
 import yaml
+from harness import finish
 
 from atft.config import PipelineConfig, load_config
 from atft.evaluation import evaluate_model
@@ -94,10 +93,7 @@ def main() -> None:
     print(f"  library calls       {library_s:8.1f} s  (published {library_version})")
     print(f"  rolling-retrain     {flow_s:8.1f} s  ({state.name}: {state.message})")
     print(f"  ratio {ratio:.2f}x; target <= {TARGET_RATIO}x: {verdict}")
-    if args.json:
-        args.json.write_text(json.dumps({"library_s": library_s, "flow_s": flow_s, "ratio": ratio}))
-    if verdict == "FAIL":
-        sys.exit(1)
+    finish(verdict != "FAIL", args.json, {"library_s": library_s, "flow_s": flow_s, "ratio": ratio})
 
 
 if __name__ == "__main__":

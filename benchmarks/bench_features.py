@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
 
-from harness import peak_rss_mib, run_phase
+from harness import finish, peak_rss_mib, run_phase
 
 from atft.calendar import TradingCalendar
 from atft.config import FeaturesConfig, PipelineConfig, SyntheticSourceConfig, UniverseConfig, WarehouseConfig
@@ -101,10 +100,7 @@ def main() -> None:
         f"  full build / raw read = {ratio:.1f}x; one-day incremental rebuild {results['incremental']['seconds']:.1f} s"
     )
     print(f"  targets: full <= {TARGET_S:.0f} s and peak RSS <= {TARGET_RSS_MIB:,} MiB: {'PASS' if ok else 'FAIL'}")
-    if args.json:
-        args.json.write_text(json.dumps({"results": results, "ratio_to_baseline": ratio}))
-    if not ok:
-        sys.exit(1)
+    finish(ok, args.json, {"results": results, "ratio_to_baseline": ratio})
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from datetime import date
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-from harness import peak_rss_mib, run_phase
+from harness import finish, peak_rss_mib, run_phase
 
 from atft.calendar import TradingCalendar
 from atft.config import PipelineConfig, SyntheticSourceConfig, UniverseConfig, WarehouseConfig
@@ -99,10 +98,7 @@ def main() -> None:
         )
     verdict = "PASS" if results["ingest"]["seconds"] < TARGET_S else "FAIL"
     print(f"  ingest / baseline = {ratio:.2f}x; target ingest < {TARGET_S:.0f} s: {verdict}")
-    if args.json:
-        args.json.write_text(json.dumps({"results": results, "ratio_to_baseline": ratio, "target_s": TARGET_S}))
-    if verdict == "FAIL":
-        sys.exit(1)
+    finish(verdict != "FAIL", args.json, {"results": results, "ratio_to_baseline": ratio, "target_s": TARGET_S})
 
 
 if __name__ == "__main__":

@@ -18,13 +18,12 @@ linear model cannot use; it is where the ridge ratio means something.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from harness import finish
 
 from atft.baselines import csz_columns, dense_rows, oracle_scores, read_oracle, reversal_scores, ridge_scores
 from atft.config import load_config
@@ -127,10 +126,7 @@ def _report(args: argparse.Namespace, windows: Windows, test_start: object, test
         verdict = "PASS" if ok else "FAIL"
         print(f"  ATFT-GAT-FAN 5d RankIC = {model / oracle:.2f} x oracle (target >= 0.8), "
               f"{model / ridge_ric:.2f} x ridge (target >= 1.2): {verdict}")  # fmt: skip
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2, default=str))
-    if verdict == "FAIL":
-        sys.exit(1)
+    finish(verdict != "FAIL", args.json, results)
 
 
 if __name__ == "__main__":

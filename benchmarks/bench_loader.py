@@ -11,14 +11,13 @@ Later epochs are shuffled as in training. Target: at least 20x the samples per s
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from harness import finish
 from torch.utils.data import DataLoader, Dataset
 
 from atft.config import GraphConfig
@@ -108,11 +107,8 @@ def main() -> None:
     print(f"  day batches, first epoch         {first_rate:>12,.0f} samples/s  (building each day's graph)")
     print(f"  day batches, later epochs        {day_rate:>12,.0f} samples/s  (graphs cached)")
     print(f"  ratio {ratio:.1f}x; target >= {TARGET_RATIO:.0f}x: {verdict}")
-    if args.json:
-        results = {"naive": naive_rate, "day_batches_first_epoch": first_rate, "day_batches": day_rate, "ratio": ratio}
-        args.json.write_text(json.dumps(results))
-    if verdict == "FAIL":
-        sys.exit(1)
+    results = {"naive": naive_rate, "day_batches_first_epoch": first_rate, "day_batches": day_rate, "ratio": ratio}
+    finish(verdict != "FAIL", args.json, results)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,11 @@ GPU figures. Epoch 1 includes building each day's graph; later epochs reuse them
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from harness import peak_rss_mib
+from harness import finish, peak_rss_mib
 
 from atft.config import load_config
 from atft.features.build import build_features
@@ -55,10 +53,7 @@ def main() -> None:
     share = steady.data_seconds / steady.seconds
     verdict = "PASS" if share <= TARGET_DATA_SHARE else "FAIL"
     print(f"  peak RSS {peak_rss_mib():,.0f} MiB; data share {share:.1%}, target <= {TARGET_DATA_SHARE:.0%}: {verdict}")
-    if args.json:
-        args.json.write_text(json.dumps({"device": device, "epochs": [asdict(r) for r in result.history]}, default=str))
-    if verdict == "FAIL":
-        sys.exit(1)
+    finish(verdict != "FAIL", args.json, {"device": device, "epochs": [asdict(r) for r in result.history]})
 
 
 if __name__ == "__main__":

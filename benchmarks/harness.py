@@ -6,6 +6,7 @@ import json
 import resource
 import subprocess
 import sys
+from pathlib import Path
 
 
 def peak_rss_mib() -> float:
@@ -18,3 +19,11 @@ def run_phase(script: str, phase: str, options: list[str]) -> dict:
     if done.returncode:
         raise SystemExit(f"benchmark phase {phase} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def finish(passed: bool, json_path: Path | None, results: object) -> None:
+    """Write the results as JSON when asked, then exit 1 if a target was missed, so that ``make bench`` fails."""
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2, default=str))
+    if not passed:
+        sys.exit(1)

@@ -53,6 +53,7 @@ from atft.backtest import (
 from atft.config import PipelineConfig, load_config
 from atft.warehouse import Warehouse
 from flows.features import build_features
+from flows.naming import named_by_config
 from schemas.manifest import FeatureManifest
 
 TaskRunnerName = Literal["threads", "dask"]
@@ -101,11 +102,7 @@ def replay_retrain(
     }
 
 
-def _windows_run_name() -> str:
-    return f"backtest-windows-{Path(flow_run.parameters.get('config', 'config')).stem}"
-
-
-@flow(name="backtest-windows", flow_run_name=_windows_run_name)
+@flow(name="backtest-windows", flow_run_name=named_by_config("backtest-windows"))
 def replay_windows(
     config: str,
     features_ref: dict[str, Any],
@@ -215,11 +212,7 @@ def _round(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else round(value, 4)
 
 
-def _run_name() -> str:
-    return f"backtest-{Path(flow_run.parameters.get('config', 'config')).stem}"
-
-
-@flow(name="backtest", flow_run_name=_run_name)
+@flow(name="backtest", flow_run_name=named_by_config("backtest"))
 def backtest(
     config: str,
     start: date,

@@ -20,7 +20,6 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 
 from atft.config import PipelineConfig, load_config
 from atft.evaluation import Evaluation, evaluate_model
@@ -29,6 +28,7 @@ from atft.metrics import HORIZON_METRICS
 from atft.registry import CheckpointRefused, EmptyRegistry, Registry, RegistryError
 from atft.training.session import load_staged
 from atft.warehouse import Warehouse
+from flows.naming import named_by_config
 from flows.train import check_feature_contract
 from schemas.manifest import FeatureManifest
 
@@ -110,11 +110,7 @@ def _number(value: float) -> float | None:
     return None if math.isnan(value) else round(value, 6)  # NaN is not JSON
 
 
-def _run_name() -> str:
-    return f"evaluate-{Path(flow_run.parameters.get('config', 'config')).stem}"
-
-
-@flow(name="evaluate", flow_run_name=_run_name)
+@flow(name="evaluate", flow_run_name=named_by_config("evaluate"))
 def evaluate(
     config: str, model_ref: dict[str, Any], eval_start: date, eval_end: date, warehouse: str | None = None
 ) -> dict[str, Any]:

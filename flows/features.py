@@ -17,13 +17,13 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import TaskRunContext
-from prefect.runtime import flow_run
 
 from atft.config import load_config
 from atft.features.build import FeatureBuild
 from atft.features.build import build_features as run_feature_build
 from atft.features.catalogue import FEATURE_CODE_VERSION
 from atft.warehouse import Warehouse
+from flows.naming import named_by_config
 from schemas.feature_table import FeatureValidationError
 
 
@@ -99,11 +99,7 @@ def _publish(config: str, build: FeatureBuild) -> None:
     )
 
 
-def _run_name() -> str:
-    return f"features-{Path(flow_run.parameters.get('config', 'config')).stem}"
-
-
-@flow(name="build-features", flow_run_name=_run_name)
+@flow(name="build-features", flow_run_name=named_by_config("features"))
 def build_features(
     config: str = "deployments/demo.yaml",
     as_of: date | None = None,

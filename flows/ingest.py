@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -24,6 +23,7 @@ from atft.config import JQuantsSourceConfig, PipelineConfig, load_config
 from atft.ingest import IngestReport
 from atft.ingest import ingest as run_ingest
 from atft.sources.base import MarketSource, TransientSourceError
+from flows.naming import named_by_config
 
 
 def _retry_transient_only(task: Any, task_run: Any, state: Any) -> bool:
@@ -100,11 +100,7 @@ def _publish_artifacts(report: IngestReport) -> None:
         )
 
 
-def _run_name() -> str:
-    return f"ingest-{Path(flow_run.parameters.get('config', 'config')).stem}"
-
-
-@flow(name="ingest", flow_run_name=_run_name)
+@flow(name="ingest", flow_run_name=named_by_config("ingest"))
 def ingest(
     config: str = "deployments/demo.yaml",
     start: date | None = None,

@@ -20,13 +20,13 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 from prefect.states import Completed, State
 from prefect.transactions import Transaction, get_transaction, transaction
 
 from atft.config import load_config
 from atft.registry import Registry
 from atft.warehouse import Warehouse
+from flows.naming import named_by_config
 from schemas.manifest import FeatureManifest
 
 
@@ -86,11 +86,7 @@ def verify_champion(config: str, model_ref: dict[str, Any], warehouse: str | Non
         Registry(settings.registry.path).load(con=wh.con, table=model_ref["table"])
 
 
-def _run_name() -> str:
-    return f"publish-{Path(flow_run.parameters.get('config', 'config')).stem}"
-
-
-@flow(name="publish", flow_run_name=_run_name)
+@flow(name="publish", flow_run_name=named_by_config("publish"))
 def publish(
     config: str, model_ref: dict[str, Any], gate_result: dict[str, Any], warehouse: str | None = None
 ) -> dict[str, Any] | State:

@@ -31,6 +31,7 @@ from atft.windows import retrain_windows
 from flows.evaluate import evaluate
 from flows.features import build_features
 from flows.ingest import ingest
+from flows.naming import config_stem
 from flows.publish import publish
 from flows.train import check_feature_contract, train
 from schemas.manifest import FeatureManifest
@@ -68,8 +69,7 @@ def _report(config: str, as_of: date, outcome: str, lines: list[tuple[str, objec
 
 
 def _run_name() -> str:
-    parameters = flow_run.parameters
-    return f"retrain-{Path(parameters.get('config', 'config')).stem}-{parameters.get('as_of') or 'today'}"
+    return f"retrain-{config_stem()}-{flow_run.parameters.get('as_of') or 'today'}"
 
 
 @flow(name="rolling-retrain", flow_run_name=_run_name)

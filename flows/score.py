@@ -21,13 +21,13 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 
 from atft.config import load_config
 from atft.registry import CheckpointRefused, Registry
 from atft.scoring import PREDICTIONS_TABLE, load_champion, score_day, write_predictions
 from atft.warehouse import Warehouse
 from flows.features import build_features
+from flows.naming import named_by_config
 
 SHOWN = 10  # stocks at each end of the day's ranking in the artifact
 
@@ -77,11 +77,7 @@ def score_and_store(config: str, champion: dict[str, str], as_of: date | None, w
     return {"day": frame["Date"].iloc[0], "stocks": len(frame), "horizon": h, "ranking": rows, "last_quote": last_quote}
 
 
-def _run_name() -> str:
-    return f"score-{Path(flow_run.parameters.get('config', 'config')).stem}"
-
-
-@flow(name="score", flow_run_name=_run_name)
+@flow(name="score", flow_run_name=named_by_config("score"))
 def score(config: str, as_of: date | None = None, warehouse: str | None = None) -> dict[str, Any]:
     """Score every stock trading on ``as_of`` (default: the feature table's last day) with the champion.
 

@@ -27,6 +27,7 @@ from prefect.runtime import flow_run
 from atft.config import load_config
 from atft.training.session import Windows, check_features, prepare_data, stage, train_model
 from atft.warehouse import Warehouse
+from flows.naming import named_by_config
 from schemas.contract import ContractViolation
 from schemas.manifest import FeatureManifest
 
@@ -90,11 +91,7 @@ def train_model_task(
     }
 
 
-def _run_name() -> str:
-    return f"train-{Path(flow_run.parameters.get('config', 'config')).stem}"
-
-
-@flow(name="train", flow_run_name=_run_name)
+@flow(name="train", flow_run_name=named_by_config("train"))
 def train(
     config: str,
     features_ref: dict[str, Any],
