@@ -7,12 +7,11 @@ scored on test, which nothing has seen. Per horizon: mean daily IC and RankIC, a
 Targets on the synthetic market: ATFT-GAT-FAN's 5-day RankIC >= 0.8 x the oracle's and >= 1.2 x ridge's.
 On real data, a daily RankIC above ~0.1 would more likely mean leakage than skill.
 
-The demo market's signal is mostly linear in the CS-Z features (ridge reaches ~0.85 x the oracle), so only the
-oracle ratio discriminates there. ``benchmarks/regime_market.yaml`` plants a regime-dependent reversal that a
-linear model cannot use; it is where the ridge ratio means something.
+The demo market plants a regime-dependent reversal (see ``deployments/demo.yaml``) that one ridge coefficient per
+CS-Z feature cannot use, so both ratios discriminate there.
 
-    python benchmarks/bench_learning.py --config deployments/demo.yaml [--epochs 4] [--models atft_gat_fan,apex]
-    python benchmarks/bench_learning.py --config benchmarks/regime_market.yaml --epochs 8 --models atft_gat_fan
+    python benchmarks/bench_learning.py --config deployments/demo.yaml --epochs 10 [--models atft_gat_fan,apex]
+    python benchmarks/bench_learning.py --config deployments/sp500.yaml --epochs 4
 """
 
 from __future__ import annotations
@@ -66,7 +65,7 @@ def test_days(arrays: FeatureArrays, start: object, lookback: int) -> list[int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="deployments/demo.yaml")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--models", default="atft_gat_fan,apex")
     parser.add_argument("--json", type=Path)
     parser.add_argument(

@@ -19,9 +19,10 @@ known at the close of ``t`` and mixes four parts, each of about unit variance ti
    the reversal). The sign of the effect flips with the market, so one linear coefficient per
    feature, fitted across regimes, sees little of it.
 
-The default mix is parts 1-3 at weight 1 and no regime. Reversal dominates it and is linear in the CS-Z
-features, so a ridge gets ~0.85x the oracle's RankIC there. ``benchmarks/regime_market.yaml`` makes the
-regime part dominant: to rank well, a model has to combine a market-level input with a stock-level one.
+The library's default mix is parts 1-3 at weight 1 and no regime. Reversal dominates it and is linear in the CS-Z
+features, so a ridge gets ~0.85x the oracle's RankIC there. The demo market (``deployments/demo.yaml``) adds the
+regime at weight 2 and doubles the strength: to rank well there, a model has to combine a market-level input with a
+stock-level one.
 
 ``oracle_h``, the expected return over the next ``h`` sessions known at the close of ``t``, is
 ``h * beta_i * MARKET_DRIFT + A[i,t] * (1 - phi**h) / (1 - phi)``: it sums expected daily returns,
