@@ -140,7 +140,13 @@ class LocalStorage:
         removed = []
         for path in self.root.iterdir():
             leftover = path.name.startswith(STAGING_PREFIX) or (path.name.startswith(".") and path.suffix == ".tmp")
-            if leftover and path.lstat().st_mtime < cutoff:
+            if not leftover:
+                continue
+            try:
+                modified = path.lstat().st_mtime
+            except FileNotFoundError:  # another publisher's live staging, renamed into place since the listing
+                continue
+            if modified < cutoff:
                 if path.is_dir():
                     shutil.rmtree(path, ignore_errors=True)
                 else:

@@ -267,6 +267,20 @@ def test_a_publisher_killed_mid_publish_leaves_the_registry_as_it_was(
     assert registry.discard_stale(max_age_s=0) == [leftover.name] and not leftover.exists()
 
 
+def test_stale_cleanup_skips_a_live_staging_directory_renamed_into_place_after_the_listing(tmp_path, monkeypatch):
+    """The race the concurrent publishers hit: one lists the root, another commits its staging meanwhile."""
+    root = tmp_path / "registry"
+    live, old = root / ".staging-live", root / ".staging-old"
+    live.mkdir(parents=True)
+    old.mkdir()
+    os.utime(old, (0, 0))
+    listing = list(root.iterdir())
+    live.rename(root / "v1")
+    monkeypatch.setattr(Path, "iterdir", lambda self: iter(listing))
+    assert Registry(root).discard_stale(max_age_s=60) == [old.name]
+    assert (root / "v1").is_dir() and not old.exists()
+
+
 def test_concurrent_publishers_all_complete_and_no_promotion_is_lost(staged, manifest, publish_kwargs, tmp_path):
     """Threads, each with its own Registry, like separate workers: flock excludes other open files of the same
     process as it does other processes, and file I/O releases the GIL, so the publishes really interleave."""
