@@ -237,7 +237,9 @@ class TrainConfig(_Strict):
     epochs: int = Field(8, ge=1)
     days_per_batch: int = Field(4, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
+    # AdamW's own default. With the day-context summary, 1e-4 overfit the few hundred training days' contexts:
+    # demo market held-out 5d RankIC 0.312 at 1e-4, 0.317 at 1e-2.
+    weight_decay: float = Field(1e-2, ge=0)
     warmup_fraction: float = Field(0.1, ge=0, lt=1)  # of all steps, then cosine decay
     grad_clip: float = Field(1.0, gt=0)
     patience: int = Field(3, ge=1)  # epochs without a better validation RankIC before stopping

@@ -15,6 +15,7 @@ from atft.data.batch import DayBatch
 from atft.models import build_model
 from atft.models.atft_gat_fan import TemporalEncoder
 from atft.models.contract import STD_FLOOR, InputWidthError
+from atft.models.day_context import DayContextFiLM
 from atft.models.fan import CausalFAN, kth_largest
 from atft.models.grn import GatedResidualNetwork
 
@@ -289,6 +290,34 @@ def test_day_context_carries_the_cross_section_to_every_stock() -> None:
     batch.x[5] += 3.0
     changed = model(*batch.inputs())
     assert not torch.allclose(changed[:5], scores[:5])
+
+
+def _active_day_context(width: int, hidden: int) -> DayContextFiLM:
+    torch.manual_seed(0)
+    film = DayContextFiLM(width, hidden)
+    with torch.no_grad():
+        film.film.weight.normal_()
+    return film
+
+
+def test_day_context_reads_the_inputs_market_state_not_only_the_embeddings() -> None:
+    film = _active_day_context(width=3, hidden=4)
+    h, x = torch.randn(5, 2, 4), torch.randn(5, 2, 3)
+    day, present = torch.zeros(5, dtype=torch.long), torch.ones(5, 2, dtype=torch.bool)
+    calm = film(h, x, day, present)
+    rally = x.clone()
+    rally[..., 0] += 2.0  # a market-level input, the same shift for every stock; the embeddings are unchanged
+    assert not torch.allclose(film(h, rally, day, present), calm)
+
+
+def test_day_context_at_a_step_ignores_every_later_step() -> None:
+    film = _active_day_context(width=3, hidden=4)
+    h, x = torch.randn(6, 5, 4), torch.randn(6, 5, 3)
+    day, present = torch.tensor([0, 0, 0, 1, 1, 1]), torch.ones(6, 5, dtype=torch.bool)
+    before = film(h, x, day, present)
+    h[:, 3:] += 5.0
+    x[:, 3:] -= 5.0
+    torch.testing.assert_close(film(h, x, day, present)[:, :3], before[:, :3])
 
 
 def test_grouped_grn_equals_independent_grns() -> None:

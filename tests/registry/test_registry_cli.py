@@ -39,7 +39,7 @@ def test_show_prints_metadata_windows_fingerprint_code_metrics_and_gates(registr
     expected = [
         f"version      {version}  (champion)",
         f"created      {meta['created_at'][:10]} {meta['created_at'][11:19]} UTC",
-        "model        atft_gat_fan: 6 inputs; horizons 1d 5d; 1,390 parameters",
+        "model        atft_gat_fan: 6 inputs; horizons 1d 5d; 1,510 parameters",
         f"manifest     {meta['manifest_sha256']} (feature table {meta['feature_table']})",
         "windows      train  2024-01-04 .. 2024-03-29",
         "             valid  2024-04-10 .. 2024-05-31",

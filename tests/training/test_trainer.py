@@ -94,7 +94,7 @@ def test_a_constant_prediction_model_is_flagged_as_collapsed():
     seen = []
     result = fit(Constant(), train, valid, RankingLoss(LossConfig(), HORIZONS), config, HORIZONS, seen.append)
     assert [r.collapsed for r in seen] == [True, True] and result.collapsed
-    assert seen[0].prediction_std == 0.0 and "COLLAPSE" in seen[0].line()
+    assert seen[0].prediction_std < 1e-6 and "COLLAPSE" in seen[0].line()  # 0 up to float32 rounding of the mean
 
 
 def test_a_non_finite_loss_stops_training_with_a_clear_error():
