@@ -258,10 +258,15 @@ def test_chunking_stocks_changes_no_score(monkeypatch: pytest.MonkeyPatch) -> No
     torch.testing.assert_close(model(*batch.inputs()), whole)
 
 
-def _film_active(model):
-    # DayContextFiLM starts as the identity; random weights make the day context change scores.
+def _activated(context: DayContextFiLM) -> DayContextFiLM:
+    # DayContextFiLM starts near the identity; full-size random FiLM weights make the day context change scores.
     with torch.no_grad():
-        model.day_context.film.weight.normal_()
+        context.film.weight.normal_()
+    return context
+
+
+def _film_active(model):
+    _activated(model.day_context)
     return model
 
 
@@ -292,16 +297,9 @@ def test_day_context_carries_the_cross_section_to_every_stock() -> None:
     assert not torch.allclose(changed[:5], scores[:5])
 
 
-def _active_day_context(width: int, hidden: int) -> DayContextFiLM:
-    torch.manual_seed(0)
-    film = DayContextFiLM(width, hidden)
-    with torch.no_grad():
-        film.film.weight.normal_()
-    return film
-
-
 def test_day_context_reads_the_inputs_market_state_not_only_the_embeddings() -> None:
-    film = _active_day_context(width=3, hidden=4)
+    torch.manual_seed(0)
+    film = _activated(DayContextFiLM(width=3, hidden=4))
     h, x = torch.randn(5, 2, 4), torch.randn(5, 2, 3)
     day, present = torch.zeros(5, dtype=torch.long), torch.ones(5, 2, dtype=torch.bool)
     calm = film(h, x, day, present)
@@ -311,7 +309,8 @@ def test_day_context_reads_the_inputs_market_state_not_only_the_embeddings() -> 
 
 
 def test_day_context_at_a_step_ignores_every_later_step() -> None:
-    film = _active_day_context(width=3, hidden=4)
+    torch.manual_seed(0)
+    film = _activated(DayContextFiLM(width=3, hidden=4))
     h, x = torch.randn(6, 5, 4), torch.randn(6, 5, 3)
     day, present = torch.tensor([0, 0, 0, 1, 1, 1]), torch.ones(6, 5, dtype=torch.bool)
     before = film(h, x, day, present)
