@@ -54,6 +54,26 @@ class TradingCalendar:
         self._check(day)
         return self._cal.date_to_session(pd.Timestamp(day), direction="previous").date()
 
+    @property
+    def tz(self) -> str:
+        """The exchange's IANA time zone, e.g. ``America/New_York``."""
+        return str(self._cal.tz)
+
+    def local_days(self, stamps: pd.Series) -> tuple[pd.Series, pd.Series]:
+        """Exchange-local days (naive midnights) of tz-aware timestamps, and which stamps are day stamps.
+
+        A day stamp is local midnight or the close of that day's session (the regular close on a non-session
+        day): the two ways a daily bar is commonly time-stamped. Any other time of day is not a daily bar.
+        """
+        local = stamps.dt.tz_convert(self.tz).dt.tz_localize(None)
+        days = local.dt.normalize()
+        closes = self._cal.closes.dt.tz_convert(self.tz).dt.tz_localize(None)
+        close_times = closes - closes.dt.normalize()
+        regular = close_times.mode().iloc[0]
+        expected_close = days.map(close_times).fillna(regular)
+        time_of_day = local - days
+        return days.dt.as_unit("ns"), (time_of_day == pd.Timedelta(0)) | (time_of_day == expected_close)
+
     def today(self) -> date:
         """Today's date in the exchange's time zone: a run scheduled after the Tokyo close is on Tokyo's day."""
         return datetime.now(ZoneInfo(str(self._cal.tz))).date()

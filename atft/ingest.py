@@ -11,7 +11,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -177,7 +177,7 @@ def _load(
     for chunk in source.quote_chunks(log.start, log.end):
         chunk = _restrict(chunk, config.universe.codes)
         received += len(chunk.frame)
-        checked = validate_quotes(chunk.frame, chunk.origin, schema)
+        checked = validate_quotes(chunk.frame, chunk.origin, schema, chunk.file_columns)
         _apply_row_policy(config, chunk, checked)
         if len(checked.rejected):
             rejected.append(checked.rejected.assign(origin=chunk.origin))
@@ -220,7 +220,7 @@ def _restrict(chunk: QuoteChunk, codes: list[str] | None) -> QuoteChunk:
     if codes is None:
         return chunk
     oracle = None if chunk.oracle is None else _restrict_frame(chunk.oracle, codes)
-    return QuoteChunk(frame=_restrict_frame(chunk.frame, codes), origin=chunk.origin, oracle=oracle)
+    return replace(chunk, frame=_restrict_frame(chunk.frame, codes), oracle=oracle)
 
 
 def _restrict_frame(frame: pd.DataFrame, codes: list[str] | None) -> pd.DataFrame:

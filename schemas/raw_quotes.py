@@ -40,32 +40,64 @@ class RowRule:
     """A row-level check: its pandera name and how to explain one failing row."""
 
     name: str
-    explain: Callable[[pd.Series, str, Mapping[str, str]], str]  # (row, column, schema metadata) -> reason
+    explain: Callable[[pd.Series, str, Mapping[str, object]], str]  # (row, column, context) -> reason
 
 
 def _fmt(value: object) -> str:
+    """One form for a value whether it came as a number (Parquet) or as text (CSV): ``72.5442``, not ``'72.5442'``."""
     if pd.isna(value):
         return "missing"
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return repr(value)
     return f"{float(value):g}" if isinstance(value, numbers.Real) else repr(value)
+
+
+def _file_name(column: str, ctx: Mapping[str, object]) -> str:
+    """`` (file column 'open')`` where the origin's own name for ``column`` differs from it, else nothing."""
+    file_columns: Mapping[str, str] = ctx.get("file_columns") or {}  # type: ignore[assignment]
+    name = file_columns.get(column, column)
+    return "" if name == column else f" (file column {name!r})"
+
+
+def _col(column: str, ctx: Mapping[str, object]) -> str:
+    return column + _file_name(column, ctx)
 
 
 ROW_RULES: dict[str, RowRule] = {
     rule.name: rule
     for rule in (
-        RowRule("not_nullable", lambda row, col, ctx: f"{col} is missing"),
-        RowRule("code_format", lambda row, col, ctx: f"Code {row['Code']!r} does not match {ctx['code_pattern']}"),
+        RowRule("not_nullable", lambda row, col, ctx: f"{_col(col, ctx)} is missing"),
+        RowRule(
+            "code_format",
+            lambda row, col, ctx: f"{_col('Code', ctx)} {row['Code']!r} does not match {ctx['code_pattern']}",
+        ),
         RowRule(
             "trading_day",
-            lambda row, col, ctx: f"Date {pd.Timestamp(row['Date']).date()} is not a {ctx['calendar']} trading day",
+            lambda row, col, ctx: (
+                f"{_col('Date', ctx)} {pd.Timestamp(row['Date']).date()} is not a {ctx['calendar']} trading day"
+            ),
         ),
-        RowRule("positive_price", lambda row, col, ctx: f"{col} {_fmt(row[col])} is not a finite price > 0"),
-        RowRule("non_negative", lambda row, col, ctx: f"{col} {_fmt(row[col])} is negative"),
-        RowRule("positive_factor", lambda row, col, ctx: f"AdjustmentFactor {_fmt(row[col])} is not > 0"),
-        RowRule("high_ge_low", lambda row, col, ctx: f"High {_fmt(row['High'])} < Low {_fmt(row['Low'])}"),
+        RowRule(
+            "positive_price", lambda row, col, ctx: f"{_col(col, ctx)} {_fmt(row[col])} is not a finite price > 0"
+        ),
+        RowRule(
+            "non_negative", lambda row, col, ctx: f"{_col(col, ctx)} {_fmt(row[col])} is not a finite value >= 0"
+        ),
+        RowRule(
+            "positive_factor", lambda row, col, ctx: f"{_col('AdjustmentFactor', ctx)} {_fmt(row[col])} is not > 0"
+        ),
+        RowRule(
+            "high_ge_low",
+            lambda row, col, ctx: f"{_col('High', ctx)} {_fmt(row['High'])} < {_col('Low', ctx)} {_fmt(row['Low'])}",
+        ),
         RowRule(
             "close_within_range",
             lambda row, col, ctx: (
-                f"Close {_fmt(row['Close'])} outside [Low {_fmt(row['Low'])}, High {_fmt(row['High'])}]"
+                f"{_col('Close', ctx)} {_fmt(row['Close'])} outside [{_col('Low', ctx)} {_fmt(row['Low'])}, "
+                f"{_col('High', ctx)} {_fmt(row['High'])}]"
             ),
         ),
     )
@@ -75,6 +107,11 @@ ROW_RULES: dict[str, RowRule] = {
 def _either_missing(d: pd.DataFrame, *cols: str) -> pd.Series:
     # Missing values are reported once, by not_nullable, not again by every rule that reads them.
     return d[list(cols)].isna().any(axis=1)
+
+
+def _non_negative() -> pa.Check:
+    # Infinity passes ``>= 0`` and would surface later as a NaN feature with no row named.
+    return pa.Check(lambda s: np.isfinite(s) & (s >= 0), name="non_negative")
 
 
 def raw_quotes_schema(sessions: pd.DatetimeIndex, calendar: str, code_pattern: str) -> pa.DataFrameSchema:
@@ -89,8 +126,8 @@ def raw_quotes_schema(sessions: pd.DatetimeIndex, calendar: str, code_pattern: s
             "Code": pa.Column(str, pa.Check(lambda s: s.str.fullmatch(code_pattern), name="code_format")),
             "Date": pa.Column("datetime64[ns]", pa.Check(lambda s: s.isin(session_values), name="trading_day")),
             **{c: price(c) for c in PRICE_COLUMNS},
-            "Volume": pa.Column(float, pa.Check(lambda s: s >= 0, name="non_negative")),
-            "TurnoverValue": pa.Column(float, pa.Check(lambda s: s >= 0, name="non_negative"), nullable=True),
+            "Volume": pa.Column(float, _non_negative()),
+            "TurnoverValue": pa.Column(float, _non_negative(), nullable=True),
             "AdjustmentFactor": pa.Column(float, pa.Check(lambda s: np.isfinite(s) & (s > 0), name="positive_factor")),
         },
         checks=[
@@ -117,19 +154,23 @@ class ValidatedChunk:
     rejected: pd.DataFrame
 
 
-def validate_quotes(frame: pd.DataFrame, origin: str, schema: pa.DataFrameSchema) -> ValidatedChunk:
+def validate_quotes(
+    frame: pd.DataFrame, origin: str, schema: pa.DataFrameSchema, file_columns: Mapping[str, str] | None = None
+) -> ValidatedChunk:
     """Validate one chunk. Raises ``StructuralError``; returns row-level failures as quarantined rows.
 
-    ``frame``'s index is the row number inside ``origin`` and is what reports quote.
+    ``frame``'s index is the row number inside ``origin`` and is what reports quote. ``file_columns`` maps
+    canonical columns to the origin's own names, which reports name beside the canonical ones.
     """
+    ctx = {**schema.metadata, "file_columns": dict(file_columns or {})}
     try:
         return ValidatedChunk(schema.validate(frame, lazy=True), _empty_rejected())
     except SchemaErrors as exc:
         cases = exc.failure_cases
     structural = cases[~cases["check"].isin(ROW_RULES)]
     if not structural.empty:
-        raise StructuralError(origin, _structural_problems(frame, structural)) from None
-    rejected = _explain_rows(frame, cases, schema.metadata)
+        raise StructuralError(origin, _structural_problems(frame, structural, ctx)) from None
+    rejected = _explain_rows(frame, cases, ctx)
     kept = frame.drop(index=rejected["source_row"])
     return ValidatedChunk(schema.validate(kept, lazy=True), rejected)
 
@@ -138,7 +179,7 @@ def _empty_rejected() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="datetime64[ns]" if c == "Date" else object) for c in REJECTED_COLUMNS})
 
 
-def _explain_rows(frame: pd.DataFrame, cases: pd.DataFrame, ctx: Mapping[str, str]) -> pd.DataFrame:
+def _explain_rows(frame: pd.DataFrame, cases: pd.DataFrame, ctx: Mapping[str, object]) -> pd.DataFrame:
     # Frame-wide checks list every column of a failing row; one reason per (row, rule) is enough.
     cases = cases.assign(column=cases["column"].where(cases["schema_context"] == "Column"))
     cases = cases.drop_duplicates(["index", "check", "column"])
@@ -160,7 +201,7 @@ def _explain_rows(frame: pd.DataFrame, cases: pd.DataFrame, ctx: Mapping[str, st
     return pd.DataFrame.from_records(records, columns=list(REJECTED_COLUMNS))
 
 
-def _structural_problems(frame: pd.DataFrame, cases: pd.DataFrame) -> list[str]:
+def _structural_problems(frame: pd.DataFrame, cases: pd.DataFrame, ctx: Mapping[str, object]) -> list[str]:
     checks = cases["check"].astype(str)
     column_level = checks.isin(["column_in_dataframe", "column_in_schema"])
     if column_level.any():
@@ -173,7 +214,9 @@ def _structural_problems(frame: pd.DataFrame, cases: pd.DataFrame) -> list[str]:
     uncoercible = cases[checks.str.startswith("coerce_dtype")]
     for column, group in uncoercible.groupby("column", sort=False):
         dtype = group["check"].iloc[0].removeprefix("coerce_dtype(").rstrip(")")
-        problems.append(f"column {column!r}: expected {dtype}, cannot convert {_examples(group)}")
+        problems.append(
+            f"column {column!r}{_file_name(column, ctx)}: expected {dtype}, cannot convert {_examples(group)}"
+        )
     duplicates = cases[checks == "multiple_fields_uniqueness"]
     if not duplicates.empty:
         rows = sorted(duplicates["index"].unique())

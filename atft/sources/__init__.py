@@ -16,7 +16,7 @@ def build_source(config: SourceConfig, calendar: TradingCalendar) -> MarketSourc
     if isinstance(config, FilesSourceConfig):
         from atft.sources.files import FilesSource
 
-        return FilesSource(config)
+        return FilesSource(config, calendar)
     if isinstance(config, JQuantsSourceConfig):
         from atft.sources.jquants import JQuantsSource
 

@@ -7,8 +7,8 @@ checks and the same error reports.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Protocol
 
@@ -43,12 +43,14 @@ class QuoteChunk:
     ``frame`` has exactly ``CANONICAL_QUOTE_COLUMNS`` in order (values may still be invalid); its
     index is the row number inside ``origin`` so that error reports can point at the source row.
     ``oracle`` is only set by the synthetic source: the true expected forward returns, with
-    ``ORACLE_COLUMNS``, stored apart so that nothing that builds features can read it.
+    ``ORACLE_COLUMNS``, stored apart so that nothing that builds features can read it. ``file_columns`` maps a
+    canonical column to the origin's own name for it where they differ, so that reports can name both.
     """
 
     frame: pd.DataFrame
     origin: str
     oracle: pd.DataFrame | None = None
+    file_columns: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if tuple(self.frame.columns) != CANONICAL_QUOTE_COLUMNS:

@@ -16,12 +16,16 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from atft.calendar import TradingCalendar
 from atft.config import CANONICAL_QUOTE_COLUMNS, REQUIRED_QUOTE_COLUMNS, FilesSourceConfig
 from atft.sources.base import QuoteChunk, SourceError
 from schemas.naming import diff_columns
 
 _BATCH_ROWS = 500_000
 _SUFFIXES = {"parquet": (".parquet", ".pq"), "csv": (".csv", ".csv.gz")}
+# An ISO time of day followed by a zone: ``T16:00:00-05:00``, ``T05:00:00Z``, `` 09:00+0900``.
+_ZONED = r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+_SHOWN = 5
 
 
 class FilesSource:
@@ -29,8 +33,11 @@ class FilesSource:
 
     name = "files"
 
-    def __init__(self, config: FilesSourceConfig) -> None:
+    def __init__(self, config: FilesSourceConfig, calendar: TradingCalendar) -> None:
         self.config = config
+        self.calendar = calendar
+        # canonical -> the file's own name, so that messages can name the column a person sees in the file
+        self.file_columns = {canonical: name for name, canonical in config.columns.items()}
         self._code_regex = re.compile(config.code_from_filename) if config.code_from_filename else None
         mapped = set(config.columns.values()) | ({"Code"} if self._code_regex else set())
         unmapped = [c for c in REQUIRED_QUOTE_COLUMNS if c not in mapped]
@@ -71,7 +78,7 @@ class FilesSource:
                 if start is not None or end is not None:
                     frame = frame[_within(frame["Date"], start, end)]
                 if len(frame):
-                    yield QuoteChunk(frame=frame, origin=str(path))
+                    yield QuoteChunk(frame=frame, origin=str(path), file_columns=self.file_columns)
             if rows == 0:
                 raise SourceError(f"{path}: file contains no data rows")
 
@@ -130,22 +137,49 @@ class FilesSource:
             if not match:
                 raise SourceError(f"{path}: file name does not match code_from_filename {self._code_regex.pattern!r}")
             frame["Code"] = match["code"]
-        frame["Date"] = _parse_dates(frame["Date"], path)
+        frame["Date"] = self._parse_dates(frame["Date"], path)
         for column in CANONICAL_QUOTE_COLUMNS:
             if column not in frame:
                 frame[column] = self.config.fill.get(column, float("nan"))
         return frame.loc[:, list(CANONICAL_QUOTE_COLUMNS)]
 
+    def _parse_dates(self, values: pd.Series, path: Path) -> pd.Series:
+        """Naive dates as they are; zoned timestamps (mixed offsets too) as their day on the exchange's clock."""
+        column = f"column {self.file_columns.get('Date', 'Date')!r} (Date)"
+        if isinstance(values.dtype, pd.DatetimeTZDtype):
+            return self._local_days(values, values, path, column)
+        if pd.api.types.is_datetime64_dtype(values.dtype):
+            return values.dt.as_unit("ns")
+        text = values.astype("string")
+        zoned = text.str.contains(_ZONED, regex=True).fillna(False).astype(bool)
+        parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
+        if (~zoned).any():
+            parsed[~zoned] = pd.to_datetime(text[~zoned], errors="coerce").dt.as_unit("ns")
+        aware = pd.to_datetime(text[zoned], errors="coerce", utc=True)
+        bad = (parsed.isna() & ~zoned & values.notna()) | (zoned & aware.reindex(values.index).isna())
+        if bad.any():
+            raise SourceError(
+                f"{path}: {column} has {int(bad.sum())} value(s) that are not dates: {_shown(values[bad])}"
+            )
+        if zoned.any():
+            parsed[zoned] = self._local_days(aware, values[zoned], path, column)
+        return parsed
 
-def _parse_dates(values: pd.Series, path: Path) -> pd.Series:
-    parsed = pd.to_datetime(values, errors="coerce")
-    bad = parsed.isna() & values.notna()
-    if bad.any():
-        shown = ", ".join(f"row {i}: {v!r}" for i, v in values[bad].head(5).items())
-        raise SourceError(f"{path}: column mapped to Date has {int(bad.sum())} value(s) that are not dates: {shown}")
-    if parsed.dt.tz is not None:
-        parsed = parsed.dt.tz_convert(None)
-    return parsed.dt.as_unit("ns")
+    def _local_days(self, aware: pd.Series, raw: pd.Series, path: Path, column: str) -> pd.Series:
+        days, day_stamps = self.calendar.local_days(aware)
+        if not day_stamps.all():
+            local = aware[~day_stamps].dt.tz_convert(self.calendar.tz).dt.strftime("%H:%M")
+            odd = raw[~day_stamps].astype(str) + " (" + local + " local)"
+            raise SourceError(
+                f"{path}: {column} has {len(odd)} timestamp(s) whose time of day in {self.calendar.tz} is neither "
+                f"midnight nor the {self.calendar.name} session close, so they are not daily bars: {_shown(odd)}"
+            )
+        return days
+
+
+def _shown(values: pd.Series) -> str:
+    shown = ", ".join(f"row {i}: {str(v)!r}" for i, v in values.head(_SHOWN).items())
+    return shown + (f" and {len(values) - _SHOWN} more" if len(values) > _SHOWN else "")
 
 
 def _within(dates: pd.Series, start: date | None, end: date | None) -> pd.Series:

@@ -563,15 +563,19 @@ def test_sp500_file_loads_with_exactly_the_known_bad_rows_quarantined(tmp_path):
     for r in missing_open.itertuples():
         reason = by_key.loc[(r.Name, r.date), "reason"]
         assert by_key.loc[(r.Name, r.date), "rule"] == "not_nullable"
-        assert reason == ("Open is missing; High is missing; Low is missing" if pd.isna(r.high) else "Open is missing")
+        # Each reason names the file's own column beside the canonical one.
+        open_missing = "Open (file column 'open') is missing"
+        high_low_missing = "; High (file column 'high') is missing; Low (file column 'low') is missing"
+        assert reason == (open_missing + high_low_missing if pd.isna(r.high) else open_missing)
     aos = by_key.loc[("AOS", "2014-05-19")]
     assert aos["rule"] == "high_ge_low,close_within_range"
-    assert aos["reason"] == "High 23.595 < Low 23.85; Close 24.445 outside [Low 23.85, High 23.595]"
+    high, low, close = "High (file column 'high')", "Low (file column 'low')", "Close (file column 'close')"
+    assert aos["reason"] == f"{high} 23.595 < {low} 23.85; {close} 24.445 outside [{low} 23.85, {high} 23.595]"
     close_below_low = expected[expected["close"] < expected["low"]]
     assert len(close_below_low) == 8
     for r in close_below_low.itertuples():
         assert by_key.loc[(r.Name, r.date), "rule"] == "close_within_range"
-        assert by_key.loc[(r.Name, r.date), "reason"].startswith(f"Close {r.close:g} outside [Low {r.low:g}, ")
+        assert by_key.loc[(r.Name, r.date), "reason"].startswith(f"{close} {r.close:g} outside [{low} {r.low:g}, ")
     # source_row points at the 1-based row of the file.
     assert dict(zip(by_key.index, by_key["source_row"], strict=True)) == dict(
         zip(zip(expected["Name"], expected["date"], strict=True), expected["source_row"], strict=True)

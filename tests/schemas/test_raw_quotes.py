@@ -72,8 +72,11 @@ def test_clean_frame_passes_with_canonical_dtypes(schema, make_quotes):
         ({"Close": 94.5}, "close_within_range", "Close 94.5 outside [Low 95, High 110]"),
         ({"Date": "2024-01-08"}, "trading_day", "Date 2024-01-08 is not a XTKS trading day"),
         ({"Date": "2024-01-06"}, "trading_day", "Date 2024-01-06 is not a XTKS trading day"),
-        ({"Volume": -1.0}, "non_negative", "Volume -1 is negative"),
-        ({"TurnoverValue": -5.0}, "non_negative", "TurnoverValue -5 is negative"),
+        ({"Volume": -1.0}, "non_negative", "Volume -1 is not a finite value >= 0"),
+        ({"TurnoverValue": -5.0}, "non_negative", "TurnoverValue -5 is not a finite value >= 0"),
+        ({"Volume": np.inf}, "non_negative", "Volume inf is not a finite value >= 0"),
+        ({"TurnoverValue": np.inf}, "non_negative", "TurnoverValue inf is not a finite value >= 0"),
+        ({"Volume": -np.inf}, "non_negative", "Volume -inf is not a finite value >= 0"),
         ({"Code": "13A1"}, "code_format", r"Code '13A1' does not match ^\d{4}$"),
         ({"Code": "13010"}, "code_format", r"Code '13010' does not match ^\d{4}$"),
         ({"Open": 0.0}, "positive_price", "Open 0 is not a finite price > 0"),
@@ -104,7 +107,7 @@ def test_a_missing_price_is_reported_once_not_by_every_rule_that_reads_it(schema
 def test_a_row_failing_two_rules_gets_both_reasons(schema, make_quotes):
     row = rejected_one(schema, make_quotes, {"Open": np.nan, "Volume": -5.0})
     assert row["rule"] == "not_nullable,non_negative"
-    assert row["reason"] == "Open is missing; Volume -5 is negative"
+    assert row["reason"] == "Open is missing; Volume -5 is not a finite value >= 0"
 
 
 def test_a_row_failing_a_column_and_a_frame_rule_gets_both_reasons(schema, make_quotes):

@@ -35,7 +35,8 @@ ROWS = [
 
 def make_source(path, **settings) -> FilesSource:
     settings.setdefault("columns", MAPPING)
-    return FilesSource(FilesSourceConfig(kind="files", path=path, **settings))
+    calendar = TradingCalendar(settings.pop("calendar", "XNYS"))
+    return FilesSource(FilesSourceConfig(kind="files", path=path, **settings), calendar)
 
 
 def read(source: FilesSource, start=None, end=None) -> list:
@@ -394,7 +395,7 @@ def test_unparseable_date_names_row_and_value(tmp_path):
     path = write_csv(tmp_path / "quotes.csv", rows)
     with pytest.raises(SourceError) as info:
         read(make_source(path))
-    assert str(info.value) == (f"{path}: column mapped to Date has 1 value(s) that are not dates: row 2: '2018-13-45'")
+    assert str(info.value) == (f"{path}: column 'date' (Date) has 1 value(s) that are not dates: row 2: '2018-13-45'")
 
 
 def test_source_has_no_listings_and_an_open_window(tmp_path):
@@ -402,3 +403,93 @@ def test_source_has_no_listings_and_an_open_window(tmp_path):
     assert source.name == "files"
     assert source.default_window() == (None, None)
     assert source.listed_info(date(2018, 1, 2)) is None
+
+
+# -- timestamps with a zone ------------------------------------------------------------------------------
+
+
+def _dates_of(path, **settings) -> list[pd.Timestamp]:
+    return [d for chunk in read(make_source(path, **settings)) for d in chunk.frame["Date"]]
+
+
+def test_mixed_offsets_in_a_csv_column_load_as_new_york_days(tmp_path, xnys_schema):
+    # Daylight saving time changes the offset: EST in March before the switch, EDT after it.
+    rows = ["AAA,2018-03-09T00:00:00-05:00,10,11,9,10.5,100", "AAA,2018-03-12T00:00:00-04:00,10.5,12,10,11,200"]
+    path = write_csv(tmp_path / "quotes.csv", rows)
+    assert _dates_of(path) == [pd.Timestamp("2018-03-09"), pd.Timestamp("2018-03-12")]
+    (chunk,) = read(make_source(path, fill={"AdjustmentFactor": 1.0}))
+    assert validate_quotes(chunk.frame, chunk.origin, xnys_schema).rejected.empty
+
+
+@pytest.mark.parametrize(
+    ("stamp", "day"),
+    [
+        ("2018-01-03T05:00:00Z", "2018-01-03"),  # midnight in New York, written in UTC
+        ("2018-01-03T16:00:00-05:00", "2018-01-03"),  # the session close
+        ("2018-01-03T21:00:00+00:00", "2018-01-03"),  # the close again, written in UTC
+        ("2018-07-03T13:00:00-04:00", "2018-07-03"),  # the early close before Independence Day
+        ("2018-01-03 00:00:00-0500", "2018-01-03"),
+    ],
+)
+def test_a_zoned_day_stamp_is_the_exchange_day_it_falls_on(tmp_path, xnys_schema, stamp, day):
+    path = write_csv(tmp_path / "quotes.csv", [f"AAA,{stamp},10,11,9,10.5,100"])
+    assert _dates_of(path) == [pd.Timestamp(day)]
+    (chunk,) = read(make_source(path, fill={"AdjustmentFactor": 1.0}))
+    assert validate_quotes(chunk.frame, chunk.origin, xnys_schema).rejected.empty
+
+
+def test_tz_aware_parquet_timestamps_are_exchange_days(tmp_path, xnys_schema):
+    frame = frame_of()
+    frame["date"] = pd.to_datetime(frame["date"]).dt.tz_localize("America/New_York").dt.tz_convert("UTC")
+    path = write_parquet(tmp_path / "quotes.parquet", frame)
+    assert pq.read_schema(path).field("date").type.tz == "UTC"
+    assert _dates_of(path) == [pd.Timestamp(d) for d in ("2018-01-02", "2018-01-03") * 2]
+    (chunk,) = read(make_source(path, fill={"AdjustmentFactor": 1.0}))
+    assert validate_quotes(chunk.frame, chunk.origin, xnys_schema).rejected.empty
+
+
+def test_a_zoned_time_that_is_neither_midnight_nor_the_close_is_refused_with_its_row(tmp_path):
+    rows = [ROWS[0], "AAA,2018-01-03T23:00:00-05:00,10.5,12,10,11,200"]
+    path = write_csv(tmp_path / "quotes.csv", rows)
+    with pytest.raises(SourceError) as info:
+        read(make_source(path))
+    assert str(info.value) == (
+        f"{path}: column 'date' (Date) has 1 timestamp(s) whose time of day in America/New_York is neither "
+        "midnight nor the XNYS session close, so they are not daily bars: "
+        "row 2: '2018-01-03T23:00:00-05:00 (23:00 local)'"
+    )
+
+
+def test_tokyo_midnight_written_in_utc_is_the_tokyo_day(tmp_path):
+    path = write_csv(tmp_path / "quotes.csv", ["AAA,2024-01-04T15:00:00Z,10,11,9,10.5,100"])
+    assert _dates_of(path, calendar="XTKS") == [pd.Timestamp("2024-01-05")]
+
+
+# -- one message format for CSV and Parquet --------------------------------------------------------------
+
+
+def test_csv_and_parquet_quarantine_reasons_are_the_same_and_name_the_files_columns(tmp_path, xnys_schema):
+    rows = [*ROWS[:3], "BBB,2018-01-03,20.5,22,20,72.5442,400"]
+    reasons = []
+    for path in (write_csv(tmp_path / "quotes.csv", rows), write_parquet(tmp_path / "quotes.parquet", frame_of(rows))):
+        (chunk,) = read(make_source(path, fill={"AdjustmentFactor": 1.0}))
+        checked = validate_quotes(chunk.frame, chunk.origin, xnys_schema, chunk.file_columns)
+        reasons.append(checked.rejected["reason"].tolist())
+    expected = "Close (file column 'close') 72.5442 outside [Low (file column 'low') 20, High (file column 'high') 22]"
+    assert reasons == [[expected], [expected]]
+
+
+def test_a_structural_error_names_the_files_column(tmp_path, xnys_schema):
+    path = write_csv(tmp_path / "quotes.csv", [*ROWS[:2], "BBB,2018-01-02,20,21,19,20.5,abc"])
+    (chunk,) = read(make_source(path, fill={"AdjustmentFactor": 1.0}))
+    with pytest.raises(StructuralError, match=r"column 'Volume' \(file column 'volume'\): expected 'float64'"):
+        validate_quotes(chunk.frame, chunk.origin, xnys_schema, chunk.file_columns)
+
+
+@pytest.mark.parametrize("text", ["inf", "-inf", "Infinity"])
+def test_an_infinite_volume_in_a_csv_is_quarantined(tmp_path, xnys_schema, text):
+    path = write_csv(tmp_path / "quotes.csv", [*ROWS[:3], f"BBB,2018-01-03,20.5,22,20,21,{text}"])
+    (chunk,) = read(make_source(path, fill={"AdjustmentFactor": 1.0}))
+    checked = validate_quotes(chunk.frame, chunk.origin, xnys_schema, chunk.file_columns)
+    assert checked.rejected[["source_row", "rule"]].values.tolist() == [[4, "non_negative"]]
+    assert "Volume (file column 'volume')" in checked.rejected["reason"].iloc[0]
