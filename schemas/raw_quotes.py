@@ -80,12 +80,8 @@ ROW_RULES: dict[str, RowRule] = {
                 f"{_col('Date', ctx)} {pd.Timestamp(row['Date']).date()} is not a {ctx['calendar']} trading day"
             ),
         ),
-        RowRule(
-            "positive_price", lambda row, col, ctx: f"{_col(col, ctx)} {_fmt(row[col])} is not a finite price > 0"
-        ),
-        RowRule(
-            "non_negative", lambda row, col, ctx: f"{_col(col, ctx)} {_fmt(row[col])} is not a finite value >= 0"
-        ),
+        RowRule("positive_price", lambda row, col, ctx: f"{_col(col, ctx)} {_fmt(row[col])} is not a finite price > 0"),
+        RowRule("non_negative", lambda row, col, ctx: f"{_col(col, ctx)} {_fmt(row[col])} is not a finite value >= 0"),
         RowRule(
             "positive_factor", lambda row, col, ctx: f"{_col('AdjustmentFactor', ctx)} {_fmt(row[col])} is not > 0"
         ),

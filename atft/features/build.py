@@ -34,6 +34,7 @@ from atft.features.store import (
     build_state,
     history_fingerprint,
     record_build,
+    restore_manifest_file,
     stage_rows,
     staging_table,
     swap_in,
@@ -136,6 +137,7 @@ def build_features(
         since = _first_day_to_rebuild(wh, calendar, previous, first_raw, end, max(settings.horizons))
         if since is None:
             progress(f"features {table} are up to date through {previous.built_through}")
+            _restore_manifest(previous, _manifest_path(settings, manifest), progress)
             return _result(manifest, settings, previous, "up_to_date", None, 0, wh, began)
         mode = "full" if since == first_raw else "incremental"
         lookback = max(c.lookback for c in manifest.features)
@@ -273,6 +275,22 @@ def _rows(
             columns += [pa.array(block[day, stock, j], from_pandas=True) for j in range(block.shape[2])]
         columns += [pa.array(~np.isnan(targets[day, stock, j])) for j in range(targets.shape[2])]
         yield pa.Table.from_arrays(columns, names=[*manifest.keys, *names])
+
+
+def still_current(warehouse: str | Path, build: FeatureBuild, on_progress: Callable[[str], None] | None = None) -> bool:
+    """Whether a build result (say, a cached one) still describes the warehouse: its table exists, its record
+    has the same last day and rows, and its manifest file is in place (rewritten from the record if lost)."""
+    with Warehouse(warehouse, read_only=True) as wh:
+        state = build_state(wh.con, build.table) if wh.has_table(build.table) else None
+    if state is None or (state.built_through, state.rows) != (build.through, build.rows_total):
+        return False
+    _restore_manifest(state, Path(build.manifest_path), on_progress or logger.info)
+    return True
+
+
+def _restore_manifest(state: BuildState, path: Path, progress: Callable[[str], None]) -> None:
+    if restore_manifest_file(state, path):
+        progress(f"feature manifest {path} was missing: rewritten from the warehouse record of {state.table_name}")
 
 
 def _manifest_path(settings: FeaturesConfig, manifest: FeatureManifest) -> Path:

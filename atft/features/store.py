@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
 from atft.warehouse import Warehouse
-from schemas.manifest import FeatureManifest
+from schemas.manifest import FeatureManifest, ManifestError
 
 _SQL_TYPES = {"float32": "FLOAT", "float64": "DOUBLE", "bool": "BOOLEAN", "int64": "BIGINT", "string": "VARCHAR",
               "date": "DATE"}  # fmt: skip
@@ -41,7 +42,10 @@ class BuildState:
 
 
 def build_state(con: duckdb.DuckDBPyConnection, table: str) -> BuildState | None:
-    con.execute(BUILDS_DDL)
+    # No DDL here: readers open the warehouse read-only.
+    exists = "SELECT count(*) FROM information_schema.tables WHERE table_name = 'feature_builds'"
+    if con.execute(exists).fetchall()[0][0] == 0:
+        return None
     found = con.execute("SELECT * FROM feature_builds WHERE table_name = ?", [table]).fetchall()
     return BuildState(*found[0]) if found else None
 
@@ -96,3 +100,34 @@ def swap_in(con: duckdb.DuckDBPyConnection, manifest: FeatureManifest, since: da
 def record_build(con: duckdb.DuckDBPyConnection, state: BuildState) -> None:
     con.execute(BUILDS_DDL)
     con.execute("INSERT OR REPLACE INTO feature_builds VALUES (?, ?, ?, ?, ?, ?, ?, ?)", list(state.__dict__.values()))
+
+
+def restore_manifest_file(state: BuildState, path: Path) -> bool:
+    """Make ``path`` hold the manifest of the build record; True when it had to be written.
+
+    The warehouse record is the manifest's home: a JSON file lost by moving the warehouse or changing
+    ``features.manifest_dir`` is rewritten from it. A file that disagrees with the record is never
+    overwritten, since something edited it: the error says how to recover.
+    """
+    recorded = FeatureManifest.from_json(state.manifest)
+    if recorded.sha256 != state.manifest_sha256:
+        raise ManifestError(
+            f"the feature_builds record of {state.table_name} holds a manifest hashing to {recorded.sha256}, not its "
+            f"recorded {state.manifest_sha256}: the warehouse was edited; drop the table to rebuild it"
+        )
+    if not path.exists():
+        recorded.write(path)
+        return True
+    recovery = f"delete {path} and run build-features again: it is rewritten from the warehouse record of " + (
+        state.table_name
+    )
+    try:
+        on_disk = FeatureManifest.read(path)
+    except ManifestError as exc:
+        raise ManifestError(f"{exc}; {recovery}") from None
+    if on_disk.sha256 != state.manifest_sha256:
+        raise ManifestError(
+            f"feature manifest {path} has sha256 {on_disk.sha256}, but the warehouse record of {state.table_name} "
+            f"has {state.manifest_sha256}; {recovery}"
+        )
+    return False

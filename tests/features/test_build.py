@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from atft.features.build import build_features, feature_manifest
 from atft.ingest import ingest
 from atft.warehouse import Warehouse
 from schemas.contract import check_contract
-from schemas.manifest import FeatureManifest
+from schemas.manifest import FeatureManifest, ManifestError
 
 START, END = date(2022, 1, 4), date(2023, 6, 30)
 CUT = date(2022, 11, 15)  # a Tuesday and an XTKS session
@@ -122,6 +123,30 @@ def test_nothing_new_means_up_to_date(full):
     again = build_features(config, on_progress=lambda _: None)
     assert again.mode == "up_to_date" and again.rows_written == 0
     assert again.manifest_sha256 == built.manifest_sha256
+
+
+def test_a_lost_manifest_file_is_rewritten_from_the_warehouse_record(full):
+    config, built = full
+    path = Path(built.manifest_path)
+    original = path.read_bytes()
+    path.unlink()
+    again = build_features(config, on_progress=lambda _: None)
+    assert again.mode == "up_to_date" and again.manifest_path == str(path)
+    assert path.read_bytes() == original
+    assert FeatureManifest.read(path).sha256 == built.manifest_sha256
+
+
+def test_a_manifest_file_that_disagrees_with_the_record_is_refused_with_the_way_out(full):
+    config, built = full
+    path = Path(built.manifest_path)
+    original = path.read_text()
+    try:
+        path.write_text(original.replace('"lookback": 20', '"lookback": 21', 1))
+        with pytest.raises(ManifestError, match=rf"delete {re.escape(str(path))} and run build-features again"):
+            build_features(config, on_progress=lambda _: None)
+        assert "21" in path.read_text()  # never overwritten: something edited it
+    finally:
+        path.write_text(original)
 
 
 def test_a_corrected_old_raw_row_forces_a_full_rebuild(tmp_path):
