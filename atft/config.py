@@ -147,6 +147,9 @@ class UniverseConfig(_Strict):
 
 class WarehouseConfig(_Strict):
     path: Path = Path("data/warehouse.duckdb")
+    # How long a run waits for others that hold the warehouse (DuckDB admits one writer and, while it
+    # writes, no reader) before failing with who holds it: longer than the longest ingest or feature build.
+    lock_timeout_s: float = Field(1800.0, ge=0)
 
 
 class ValidationConfig(_Strict):

@@ -1,7 +1,8 @@
 """Ingest: read a source, validate every chunk, and merge it into the warehouse in one transaction.
 
 Either the whole run lands (quotes, listings, oracle, quarantined rows and its log entry) or nothing
-does. A failed run is still recorded in ``ingest_log`` after the rollback, so failures are auditable.
+does. Each attempt is logged as ``started`` before its data transaction and given its end state after it:
+a failed run is still recorded after the rollback, and a killed one is marked ``interrupted`` by the next.
 """
 
 from __future__ import annotations
@@ -102,7 +103,10 @@ def ingest(
     calendar = TradingCalendar(config.calendar)
     source = source or build_source(config.source, calendar)
     path = Path(warehouse) if warehouse is not None else config.warehouse.path
-    with Warehouse(path) as wh:
+    with Warehouse(path, lock_timeout_s=config.warehouse.lock_timeout_s) as wh:
+        # Holding the write lock, no other ingest can be running: an attempt still `started` was killed.
+        for dead in wh.mark_interrupted(by=run_id):
+            progress(f"ingest run {dead.run_id} started at {dead.started_at} never finished: marked interrupted")
         start, end = _resolve_window(wh, source, start, end)
         log = _LogContext(run_id, config.name, source.name, start, end, started_at)
         if start is not None and end is not None and start > end:
@@ -111,6 +115,7 @@ def ingest(
             wh.write_log(log.entry("up_to_date", report))
             return report
         progress(f"ingest {config.name}: {source.name} {start or 'beginning'} .. {end or 'end of data'} into {path}")
+        wh.write_log(log.started())  # committed on its own, so that a kill during the load leaves a trace
         try:
             with wh.transaction():
                 report = _load(config, wh, source, calendar, log, path, began, progress)
@@ -138,6 +143,13 @@ class _LogContext:
             rows_unchanged=report.rows_unchanged, rows_rejected=report.rows_rejected,
             content_hash=report.content_hash, status=status, message=None, started_at=self.started_at,
             finished_at=_now_utc(),
+        )  # fmt: skip
+
+    def started(self) -> IngestLogEntry:
+        return IngestLogEntry(
+            run_id=self.run_id, config=self.config, source=self.source, start_date=self.start, end_date=self.end,
+            rows_received=0, rows_inserted=0, rows_updated=0, rows_unchanged=0, rows_rejected=0, content_hash=None,
+            status="started", message=None, started_at=self.started_at, finished_at=None,
         )  # fmt: skip
 
     def failure(self, exc: Exception) -> IngestLogEntry:

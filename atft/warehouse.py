@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from atft.config import CANONICAL_QUOTE_COLUMNS
 from atft.sources.base import LISTED_INFO_COLUMNS, ORACLE_COLUMNS
+from atft.warehouse_lock import DEFAULT_TIMEOUT_S, WarehouseLock
 
 _QUOTE_COLUMNS_DDL = "Code VARCHAR NOT NULL, Date DATE NOT NULL, " + ", ".join(
     f"{c} DOUBLE" for c in CANONICAL_QUOTE_COLUMNS[2:]
@@ -40,10 +41,12 @@ SCHEMA_DDL: tuple[str, ...] = (
     "Code VARCHAR, Date DATE, rule VARCHAR NOT NULL, reason VARCHAR NOT NULL, record VARCHAR NOT NULL, "
     "quarantined_at TIMESTAMP NOT NULL)",
     # One row per attempt: a retried task writes its failed and its successful attempt under the same run id.
+    # An attempt is logged as `started` before its data transaction and updated when it ends, so a killed run
+    # leaves a `started` row, which the next ingest marks `interrupted`.
     "CREATE TABLE IF NOT EXISTS ingest_log (run_id VARCHAR NOT NULL, config VARCHAR, source VARCHAR, "
     "start_date DATE, end_date DATE, rows_received BIGINT, rows_inserted BIGINT, rows_updated BIGINT, "
     "rows_unchanged BIGINT, rows_rejected BIGINT, content_hash VARCHAR, status VARCHAR NOT NULL, message VARCHAR, "
-    "started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP NOT NULL, PRIMARY KEY (run_id, started_at))",
+    "started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP, PRIMARY KEY (run_id, started_at))",
 )
 # Tables an ingest changes; the ingest log is an audit trail and also records failed runs.
 DATA_TABLES: tuple[str, ...] = ("raw_quotes", "listed_info", "synthetic_oracle", "rejected_rows")
@@ -85,15 +88,20 @@ class IngestLogEntry:
     status: str
     message: str | None
     started_at: datetime
-    finished_at: datetime
+    finished_at: datetime | None  # None while the attempt runs, and for one that was interrupted
 
 
 class Warehouse:
-    """A DuckDB file holding the canonical tables. Use as a context manager; it creates missing tables."""
+    """A DuckDB file holding the canonical tables. Use as a context manager; it creates missing tables.
 
-    def __init__(self, path: str | Path, read_only: bool = False) -> None:
+    Opening takes the warehouse lock (``atft.warehouse_lock``): shared to read, exclusive to write, waiting
+    up to ``lock_timeout_s`` for runs that hold it, so that overlapping runs take turns instead of failing.
+    """
+
+    def __init__(self, path: str | Path, read_only: bool = False, lock_timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.path = Path(path)
         self.read_only = read_only
+        self._lock = WarehouseLock(self.path, exclusive=not read_only, timeout_s=lock_timeout_s)
         self._con: duckdb.DuckDBPyConnection | None = None
 
     def __enter__(self) -> Warehouse:
@@ -101,19 +109,34 @@ class Warehouse:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         elif not self.path.exists():
             raise WarehouseError(f"warehouse {self.path} does not exist")
+        self._lock.acquire()
         try:
             self._con = duckdb.connect(str(self.path), read_only=self.read_only)
-        except duckdb.Error as exc:
-            raise WarehouseError(f"cannot open warehouse {self.path}: {exc}") from exc
-        if not self.read_only:
-            for ddl in SCHEMA_DDL:
-                self._con.execute(ddl)
+            if not self.read_only:
+                self._create_tables()
+        except BaseException as exc:
+            self.__exit__()
+            if isinstance(exc, duckdb.Error):
+                raise WarehouseError(f"cannot open warehouse {self.path}: {exc}") from exc
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._con is not None:
             self._con.close()
             self._con = None
+        self._lock.release()
+
+    def _create_tables(self) -> None:
+        for ddl in SCHEMA_DDL:
+            self.con.execute(ddl)
+        # Warehouses made before runs were logged as they started require an end time.
+        nullable = self.con.execute(
+            "SELECT is_nullable FROM information_schema.columns WHERE table_name = 'ingest_log' "
+            "AND column_name = 'finished_at'"
+        ).fetchall()
+        if nullable == [("NO",)]:
+            self.con.execute("ALTER TABLE ingest_log ALTER COLUMN finished_at DROP NOT NULL")
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -177,7 +200,8 @@ class Warehouse:
             "listed_info": "SELECT count(DISTINCT Sector17Code) || ' sectors (17-code)' FROM listed_info",
             "synthetic_oracle": "SELECT 'expected forward returns, for evaluation only'",
             "rejected_rows": "SELECT coalesce(string_agg(DISTINCT rule, ', '), 'none') FROM rejected_rows",
-            "ingest_log": "SELECT count(*) FILTER (status = 'failed') || ' failed runs' FROM ingest_log",
+            "ingest_log": "SELECT count(*) FILTER (status = 'failed') || ' failed, ' || "
+            "count(*) FILTER (status = 'interrupted') || ' interrupted runs' FROM ingest_log",
         }
         return [(table, self.row_count(table), self._one(sql)[0]) for table, sql in detail.items()]
 
@@ -298,10 +322,20 @@ class Warehouse:
         return self.row_count("rejected_rows") - before
 
     def write_log(self, entry: IngestLogEntry) -> None:
+        """Insert the attempt's row, or replace it (same run id and start) with its end state."""
         self.con.execute(
-            f"INSERT INTO ingest_log VALUES ({', '.join('?' * len(IngestLogEntry.__dataclass_fields__))})",
+            f"INSERT OR REPLACE INTO ingest_log VALUES ({', '.join('?' * len(IngestLogEntry.__dataclass_fields__))})",
             list(entry.__dict__.values()),
         )
+
+    def mark_interrupted(self, by: str) -> list[IngestLogEntry]:
+        """Mark runs logged as `started` that never ended; call holding the write lock, when none can be live."""
+        found = [e for e in self.log_entries() if e.status == "started"]
+        self.con.execute(
+            "UPDATE ingest_log SET status = 'interrupted', message = ? WHERE status = 'started'",
+            [f"the run ended without recording an outcome (killed or crashed); marked by ingest run {by}"],
+        )
+        return found
 
     def _append(self, table: str, frame: pd.DataFrame, columns: tuple[str, ...]) -> None:
         self._from_frame(f"INSERT INTO {table} SELECT * FROM incoming_frame", frame, columns)
