@@ -112,9 +112,12 @@ def test_a_killed_holder_leaves_the_warehouse_free_and_its_record_is_cleared(war
 
 
 def test_nested_opens_in_one_thread_are_granted_but_read_then_write_fails_at_once(warehouse):
-    with Warehouse(warehouse, read_only=True, lock_timeout_s=0), Warehouse(warehouse, read_only=True):
-        with pytest.raises(RuntimeError, match="holds it to read and now asks to write"):
-            Warehouse(warehouse, lock_timeout_s=0).__enter__()
+    with (
+        Warehouse(warehouse, read_only=True, lock_timeout_s=0),
+        Warehouse(warehouse, read_only=True),
+        pytest.raises(RuntimeError, match="holds it to read and now asks to write"),
+    ):
+        Warehouse(warehouse, lock_timeout_s=0).__enter__()
     # Everything was released: a writer gets it straight away.
     with Warehouse(warehouse, lock_timeout_s=0):
         pass
