@@ -46,7 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="one version's metadata, windows, metrics and gates")
     show.add_argument("version", nargs="?", help="version id (default: the champion)")
     show.set_defaults(run=_show)
-    verify = commands.add_parser("verify", help="check every file's sha256 (all versions by default)")
+    verify = commands.add_parser(
+        "verify", help="check every file's sha256 (all versions and champion.json's consistency by default)"
+    )
     verify.add_argument("version", nargs="?", help="version id (default: every version)")
     verify.set_defaults(run=_verify)
     rollback = commands.add_parser("rollback", help="make the previous champion (or --to VERSION) the champion")
@@ -108,15 +110,12 @@ def _show(registry: Registry, args: argparse.Namespace, metric: str) -> int:
 
 
 def _verify(registry: Registry, args: argparse.Namespace, metric: str) -> int:
-    versions = [args.version] if args.version else [r.version for r in _published(registry)]
-    failed = 0
-    for version in versions:
-        problems = registry.verify(version)
-        failed += bool(problems)
-        print(f"{version}  {'FAILED' if problems else 'ok'}")
+    results = {args.version: registry.verify(args.version)} if args.version else registry.verify_all()
+    for name, problems in results.items():
+        print(f"{name}  {'FAILED' if problems else 'ok'}")
         for problem in problems:
             print(f"  - {problem}")
-    return 1 if failed else 0
+    return 1 if any(results.values()) else 0
 
 
 def _rollback(registry: Registry, args: argparse.Namespace, metric: str) -> int:

@@ -36,6 +36,7 @@ from atft.registry.integrity import (
     MODEL,
     PREDICTIONS,
     WEIGHTS,
+    champion_problems,
     checksum_document,
     content_problems,
     layout_problems,
@@ -184,6 +185,24 @@ class Registry:
     def verify(self, version: str | None = None) -> list[str]:
         """Everything wrong with a version's files (tampered, missing, unexpected); empty when intact."""
         return self._check(self._resolve(version))[1]
+
+    def verify_all(self) -> dict[str, list[str]]:
+        """Everything wrong with each version, oldest first, then with ``champion.json`` when there is one: the
+        champion must be published and intact, former champions published, and the history must lead to both.
+
+        Only reads: nothing is locked or written, and an unreadable ``champion.json`` is a problem, not an error.
+        """
+        known, data = self._committed(), self.storage.read_root(CHAMPION)
+        if not known and data is None:
+            raise EmptyRegistry(self.storage.location())
+        results = {v: self._check(v)[1] for v in known}
+        if data is not None:
+            where = f"{self.storage.location()}/{CHAMPION}"
+            try:
+                results[CHAMPION] = champion_problems(parse_json(data, where), results, where)
+            except RegistryError as exc:
+                results[CHAMPION] = [str(exc)]
+        return results
 
     def load(
         self,

@@ -307,3 +307,126 @@ def test_concurrent_publishers_all_complete_and_no_promotion_is_lost(staged, man
     assert [e["replaced"] for e in state["history"]] == [None, *promoted[:-1]]
     assert state["champion"] == promoted[-1] and state["previous"] == promoted[:-1]
     assert not list(root.glob(".staging-*")) and not list(root.glob(".*.tmp"))
+    assert registry.verify_all()["champion.json"] == []  # events timestamped in the order the lock admitted them
+
+
+# Each corrupts a real champion.json (a, b and c promoted, then rolled back to b) and returns the problems expected.
+def _earlier(doc: dict, a: str, b: str, c: str) -> list[str]:
+    doc["history"][1]["at"] = "2000-01-01T00:00:00.000000Z"
+    first = doc["history"][0]["at"]
+    return [f'history[1].at is "2000-01-01T00:00:00.000000Z", expected no earlier than history[0].at {first}']
+
+
+def _not_the_last_event(doc: dict, a: str, b: str, c: str) -> list[str]:
+    doc["champion"] = a
+    return [f'champion is "{a}", expected "{b}", where the history leads (history[3].version)']
+
+
+def _broken_chain(doc: dict, a: str, b: str, c: str) -> list[str]:
+    doc["history"][2]["replaced"] = a
+    return [f'history[2].replaced is "{a}", expected "{b}", the champion after history[1]']
+
+
+def _stack(doc: dict, a: str, b: str, c: str) -> list[str]:
+    doc["previous"] = [b, a]
+    return [f'previous is ["{b}", "{a}"], expected ["{a}"], the former champions the history leaves']
+
+
+def _missing_version(doc: dict, a: str, b: str, c: str) -> list[str]:
+    gone = "v20990101T000000000000Z-f0f0f0"
+    document = json.loads(json.dumps(doc).replace(a, gone))
+    doc |= document
+    return [
+        f'previous[0] is "{gone}", expected a published version: a rollback returns to it',
+        f'history[0].version is "{gone}", expected a published version (only a withdrawn one may be gone)',
+    ]
+
+
+def _missing_field(doc: dict, a: str, b: str, c: str) -> list[str]:
+    del doc["history"][1]["replaced"]
+    shown = json.dumps(doc["history"][1])
+    return [f"history[1] is {shown}, expected an object with exactly the fields at, action, version, replaced"]
+
+
+def _unknown_action(doc: dict, a: str, b: str, c: str) -> list[str]:
+    doc["history"][3]["action"] = "demote"
+    return ['history[3].action is "demote", expected one of promote, rollback, withdraw']
+
+
+def _zoneless_time(doc: dict, a: str, b: str, c: str) -> list[str]:
+    doc["history"][0]["at"] = "2024-06-14T09:30:00"
+    return [
+        'history[0].at is "2024-06-14T09:30:00", expected an ISO 8601 time with its zone, such as 2024-06-14T09:30:00Z'
+    ]
+
+
+def _promoting_nothing(doc: dict, a: str, b: str, c: str) -> list[str]:
+    doc["history"][0]["version"] = None
+    return ["history[0].version is null, expected a version id (null only in a withdraw)"]
+
+
+def _not_a_list(doc: dict, a: str, b: str, c: str) -> list[str]:
+    doc["history"] = {"0": doc["history"][0]}
+    expected = "a list of promote, rollback and withdraw events, oldest first"
+    return [f"history is {json.dumps(doc['history'])}, expected {expected}"]
+
+
+def _unknown_field(doc: dict, a: str, b: str, c: str) -> list[str]:
+    doc["owner"] = "ops"
+    return ['owner is "ops", expected no such field: the fields are champion, previous, history']
+
+
+def _no_previous(doc: dict, a: str, b: str, c: str) -> list[str]:
+    del doc["previous"]
+    return ["no field previous, expected the fields champion, previous, history"]
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        _earlier,
+        _not_the_last_event,
+        _broken_chain,
+        _stack,
+        _missing_version,
+        _missing_field,
+        _unknown_action,
+        _zoneless_time,
+        _promoting_nothing,
+        _not_a_list,
+        _unknown_field,
+        _no_previous,
+    ],
+)
+def test_verify_names_champion_json_the_field_the_value_and_what_was_expected(registry, published, corrupt):
+    a, b, c = (published(seed=i)[0] for i in range(3))
+    assert registry.rollback() == b  # history: promote a, b, c; roll back to b
+    path = registry.storage.root / "champion.json"
+    assert registry.verify_all() == {a: [], b: [], c: [], "champion.json": []}
+    document = json.loads(path.read_text())
+    expected = corrupt(document, a, b, c)
+    path.write_text(json.dumps(document))
+    assert registry.verify_all() == {a: [], b: [], c: [], "champion.json": [f"{path}: {e}" for e in expected]}
+
+
+def test_a_withdrawn_and_discarded_promotion_still_verifies(registry, published):
+    first, _ = published(seed=0)
+    second, _ = published(seed=1)
+    registry.withdraw(second)  # what the publish flow does when the new champion fails to load...
+    registry.discard(second)  # ...before it removes the version
+    registry.withdraw(first)  # and again, down to no champion at all
+    assert registry.verify_all() == {first: [], "champion.json": []}
+
+
+def test_a_discarded_former_champion_fails_verification(registry, published):
+    first, _ = published(seed=0)
+    second, _ = published(seed=1)
+    registry.discard(first)  # allowed, but a rollback can no longer return to it
+    path = registry.storage.root / "champion.json"
+    assert registry.verify_all() == {
+        second: [],
+        "champion.json": [
+            f'{path}: previous[0] is "{first}", expected a published version: a rollback returns to it',
+            f'{path}: history[0].version is "{first}", expected a published version (only a withdrawn one may be gone)',
+        ],
+    }

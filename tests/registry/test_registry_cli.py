@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -88,13 +89,86 @@ def test_refusals_exit_non_zero_with_a_message(registry, published, tmp_path):
     assert usage.returncode == 2 and "one of the arguments --registry --config is required" in usage.stderr
 
 
+def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Every path under ``root`` with its content and modification time: what a read-only command must not touch."""
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"", p.stat().st_mtime_ns)
+        for p in [root, *root.rglob("*")]
+    }
+
+
+def test_verify_passes_a_clean_registry_and_writes_nothing(registry, published):
+    first, _ = published(seed=0)
+    second, _ = published(seed=1)
+    third, _ = published(seed=2)
+    registry.rollback()
+    root = Path(registry.storage.location())
+    before = snapshot(root)
+    done = cli("--registry", str(root), "verify")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"{first}  ok\n{second}  ok\n{third}  ok\nchampion.json  ok\n"
+    assert snapshot(root) == before
+
+
 def test_verify_names_a_tampered_file(registry, published):
     version, _ = published()
     weights = Path(registry.storage.location(version)) / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
     done = cli("--registry", registry.storage.location(), "verify")
     assert done.returncode == 1
-    assert done.stdout.startswith(f"{version}  FAILED\n  - weights.safetensors was modified after publication: sha256 ")
+    tampered = "weights.safetensors was modified after publication: sha256 "
+    assert done.stdout.startswith(f"{version}  FAILED\n  - {tampered}")
+    *_, header, problem = done.stdout.splitlines()
+    assert header == "champion.json  FAILED"
+    champion = f"{registry.storage.location()}/champion.json"
+    assert problem.startswith(
+        f'  - {champion}: champion is "{version}", expected an intact version; it failed verification: {tampered}'
+    )
+
+
+def test_verify_fails_a_champion_json_naming_a_missing_version(registry, published):
+    version, _ = published()
+    path = Path(registry.storage.location()) / "champion.json"
+    missing = "v20990101T000000000000Z-f0f0f0"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "champion": missing}))
+    done = cli("--registry", registry.storage.location(), "verify")
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [
+        f"{version}  ok",
+        "champion.json  FAILED",
+        f'  - {path}: champion is "{missing}", expected a published version or null',
+        f'  - {path}: champion is "{missing}", expected "{version}", where the history leads (history[0].version)',
+    ]
+
+
+def test_verify_reports_an_unparseable_champion_json_and_still_checks_every_version(registry, published):
+    version, _ = published()
+    path = Path(registry.storage.location()) / "champion.json"
+    path.write_text('{"champion": ')
+    done = cli("--registry", registry.storage.location(), "verify")
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [
+        f"{version}  ok",
+        "champion.json  FAILED",
+        f"  - {path} is not valid JSON: Expecting value: line 1 column 14 (char 13)",
+    ]
+    one = cli("--registry", registry.storage.location(), "verify", version)  # one version: champion.json not read
+    assert (one.returncode, one.stdout) == (0, f"{version}  ok\n")
+
+
+def test_verify_fails_an_inconsistent_history(registry, published):
+    first, _ = published(seed=0)
+    second, _ = published(seed=1)
+    path = Path(registry.storage.location()) / "champion.json"
+    document = json.loads(path.read_text())
+    document["history"][1]["replaced"] = second
+    path.write_text(json.dumps(document))
+    done = cli("--registry", registry.storage.location(), "verify")
+    assert done.returncode == 1
+    assert done.stdout.splitlines()[2:] == [
+        "champion.json  FAILED",
+        f'  - {path}: history[1].replaced is "{second}", expected "{first}", the champion after history[0]',
+    ]
 
 
 def test_a_pipeline_config_names_the_registry_and_the_primary_metric(registry, published, tmp_path):
