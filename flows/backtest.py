@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from contextlib import nullcontext
 from datetime import date
@@ -52,6 +53,7 @@ from atft.backtest import (
 )
 from atft.config import PipelineConfig, load_config
 from atft.warehouse import Warehouse
+from flows.cli import run_flow
 from flows.features import build_features
 from flows.naming import named_by_config
 from schemas.manifest import FeatureManifest
@@ -269,7 +271,7 @@ def backtest(
     return {"run_dir": str(run_dir), **paths, "windows": len(windows)}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Replay rolling retrains over history and print the OOS record.")
     parser.add_argument("config", help="pipeline config, e.g. deployments/sp500.yaml")
     parser.add_argument("--start", type=date.fromisoformat, required=True, help="first as-of date")
@@ -285,12 +287,17 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("distributed").setLevel(logging.WARNING)  # the cluster's INFO lines would bury the progress
     began = time.perf_counter()
     overrides = dict(item.split("=", 1) for item in args.set) | ({"train.epochs": args.epochs} if args.epochs else {})
-    result = backtest(config=args.config, start=args.start, end=args.end, step=args.step, task_runner=args.task_runner,
-                      warehouse=args.warehouse, workers=args.workers, overrides=overrides or None)  # fmt: skip
+    state, code = run_flow(backtest, config=args.config, start=args.start, end=args.end, step=args.step,
+                           task_runner=args.task_runner, warehouse=args.warehouse, workers=args.workers,
+                           overrides=overrides or None)  # fmt: skip
+    if code:
+        return code
+    result = state.result()
     print("\n".join(report_lines(json.loads(Path(result["summary_path"]).read_text()))))
     print(f"\n{time.perf_counter() - began:.0f} s; predictions {result['predictions_path']}")
     print(f"summary {result['summary_path']}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

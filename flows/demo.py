@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -23,12 +24,13 @@ from atft.config import PipelineConfig, load_config
 from atft.metrics import daily_rank_ic, summarise
 from atft.registry import Registry
 from atft.warehouse import Warehouse
+from flows.cli import run_flow
 from flows.retrain import rolling_retrain
 
 LAST_AS_OF = date(2024, 12, 27)  # the demo market's last Friday
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Two rolling retrains of the demo market, the second a challenger.")
     parser.add_argument("--config", default="deployments/demo.yaml")
     parser.add_argument("--fresh", action="store_true", help="start from an empty warehouse, registry and staging")
@@ -46,9 +48,12 @@ def main(argv: list[str] | None = None) -> None:
     began = time.perf_counter()
     for as_of in (first, second):
         print(f"\n=== rolling retrain as of {as_of} ===")
-        state = rolling_retrain(config=args.config, as_of=as_of, return_state=True)
+        state, code = run_flow(rolling_retrain, config=args.config, as_of=as_of)
+        if code:
+            return code  # a failed run may have staged nothing to show, and the challenger would face no champion
         _print_run(settings, as_of, state.name, state.message)
     _print_next(args.config, settings, time.perf_counter() - began)
+    return 0
 
 
 def _print_run(settings: PipelineConfig, as_of: date, outcome: str, message: str) -> None:
@@ -109,4 +114,4 @@ def _print_next(config: str, settings: PipelineConfig, seconds: float) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from atft.metrics import HORIZON_METRICS
 from atft.registry import CheckpointRefused, EmptyRegistry, Registry, RegistryError
 from atft.training.session import load_staged
 from atft.warehouse import Warehouse
+from flows.cli import run_flow
 from flows.naming import named_by_config
 from flows.train import check_feature_contract
 from schemas.manifest import FeatureManifest
@@ -154,15 +156,24 @@ def _json_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
     return {name: _number(value) for name, value in metrics.items()}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Evaluate a staged model and apply the gates.")
     parser.add_argument("config")
     parser.add_argument("model_ref", help="JSON of the train flow's result")
     parser.add_argument("--eval-start", type=date.fromisoformat, required=True)
     parser.add_argument("--eval-end", type=date.fromisoformat, required=True)
     args = parser.parse_args(argv)
-    print(evaluate(args.config, json.loads(args.model_ref), args.eval_start, args.eval_end))
+    state, code = run_flow(
+        evaluate,
+        config=args.config,
+        model_ref=json.loads(args.model_ref),
+        eval_start=args.eval_start,
+        eval_end=args.eval_end,
+    )
+    if code == 0:
+        print(state.result())
+    return code
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

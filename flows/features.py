@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 from dataclasses import asdict
 from datetime import date
 from pathlib import Path
@@ -23,6 +24,7 @@ from atft.features.build import FeatureBuild
 from atft.features.build import build_features as run_feature_build
 from atft.features.catalogue import FEATURE_CODE_VERSION
 from atft.warehouse import Warehouse
+from flows.cli import run_flow
 from flows.naming import named_by_config
 from schemas.feature_table import FeatureValidationError
 
@@ -124,14 +126,17 @@ def build_features(
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the feature table of a pipeline config (no server needed).")
     parser.add_argument("config", help="pipeline config, e.g. deployments/demo.yaml")
     parser.add_argument("--as-of", type=date.fromisoformat, help="last day to build (default: last ingested)")
     parser.add_argument("--warehouse", help="DuckDB file (default: the config's warehouse.path)")
     args = parser.parse_args(argv)
-    print(build_features(config=args.config, as_of=args.as_of, warehouse=args.warehouse))
+    state, code = run_flow(build_features, config=args.config, as_of=args.as_of, warehouse=args.warehouse)
+    if code == 0:
+        print(state.result())
+    return code
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -10,6 +10,7 @@ throwaway local API for the run):
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import date
 from typing import Any
 
@@ -23,6 +24,7 @@ from atft.config import JQuantsSourceConfig, PipelineConfig, load_config
 from atft.ingest import IngestReport
 from atft.ingest import ingest as run_ingest
 from atft.sources.base import MarketSource, TransientSourceError
+from flows.cli import run_flow
 from flows.naming import named_by_config
 
 
@@ -125,16 +127,18 @@ def ingest(
     return summary
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Ingest market data into the warehouse (no server needed).")
     parser.add_argument("config", help="pipeline config, e.g. deployments/sp500.yaml")
     parser.add_argument("--start", type=date.fromisoformat, help="first day (default: last ingested trading day)")
     parser.add_argument("--end", type=date.fromisoformat, help="last day (default: the source's end)")
     parser.add_argument("--warehouse", help="DuckDB file (default: the config's warehouse.path)")
     args = parser.parse_args(argv)
-    summary = ingest(config=args.config, start=args.start, end=args.end, warehouse=args.warehouse)
-    print(IngestReport(**summary).summary())
+    state, code = run_flow(ingest, config=args.config, start=args.start, end=args.end, warehouse=args.warehouse)
+    if code == 0:
+        print(IngestReport(**state.result()).summary())
+    return code
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

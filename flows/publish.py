@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from prefect.transactions import Transaction, get_transaction, transaction
 from atft.config import load_config
 from atft.registry import Registry
 from atft.warehouse import Warehouse
+from flows.cli import run_flow
 from flows.naming import named_by_config
 from schemas.manifest import FeatureManifest
 
@@ -125,14 +127,19 @@ def publish(
     return {"version": version, "path": str(path), "replaced": replaced}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Publish an evaluated model when its gates passed.")
     parser.add_argument("config")
     parser.add_argument("model_ref", help="JSON of the train flow's result")
     parser.add_argument("gate_result", help="JSON of the evaluate flow's result")
     args = parser.parse_args(argv)
-    print(publish(args.config, json.loads(args.model_ref), json.loads(args.gate_result)))
+    state, code = run_flow(
+        publish, config=args.config, model_ref=json.loads(args.model_ref), gate_result=json.loads(args.gate_result)
+    )
+    if code == 0 and state.name != "GateRejected":  # a rejection has no result: its state line gives the reasons
+        print(state.result())
+    return code
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,6 +14,7 @@ Subflows and tasks pass references (paths, table names, hashes), never frames or
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from atft.calendar import TradingCalendar
 from atft.config import load_config
 from atft.warehouse import Warehouse
 from atft.windows import retrain_windows
+from flows.cli import run_flow
 from flows.evaluate import evaluate
 from flows.features import build_features
 from flows.ingest import ingest
@@ -119,14 +121,14 @@ def rolling_retrain(
     return Completed(name="Published", message=f"published {published['version']}", data=published)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run one rolling retrain (no server needed).")
     parser.add_argument("config", nargs="?", default="deployments/demo.yaml")
     parser.add_argument("--as-of", type=date.fromisoformat, help="retrain date (default: today on the calendar)")
     args = parser.parse_args(argv)
-    state = rolling_retrain(config=args.config, as_of=args.as_of, return_state=True)
-    print(f"{state.name}: {state.message}")
+    _, code = run_flow(rolling_retrain, config=args.config, as_of=args.as_of)
+    return code
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,6 +14,7 @@ Artifacts: the top and bottom stocks at the primary horizon, and a summary.
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from atft.config import load_config
 from atft.registry import CheckpointRefused, Registry
 from atft.scoring import PREDICTIONS_TABLE, load_champion, score_day, write_predictions
 from atft.warehouse import Warehouse
+from flows.cli import run_flow
 from flows.features import build_features
 from flows.naming import named_by_config
 
@@ -124,14 +126,17 @@ def score(config: str, as_of: date | None = None, warehouse: str | None = None) 
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Score one day with the registry's champion (no server needed).")
     parser.add_argument("config", help="pipeline config, e.g. deployments/demo.yaml")
     parser.add_argument("--as-of", type=date.fromisoformat, help="day to score (default: the feature table's last)")
     parser.add_argument("--warehouse", help="DuckDB file (default: the config's warehouse.path)")
     args = parser.parse_args(argv)
-    print(score(config=args.config, as_of=args.as_of, warehouse=args.warehouse))
+    state, code = run_flow(score, config=args.config, as_of=args.as_of, warehouse=args.warehouse)
+    if code == 0:
+        print(state.result())
+    return code
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

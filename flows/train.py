@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from prefect.runtime import flow_run
 from atft.config import load_config
 from atft.training.session import Windows, check_features, prepare_data, stage, train_model
 from atft.warehouse import Warehouse
+from flows.cli import run_flow
 from flows.naming import named_by_config
 from schemas.contract import ContractViolation
 from schemas.manifest import FeatureManifest
@@ -115,16 +117,20 @@ def train(
     return staged
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train the configured model on a built feature table.")
     parser.add_argument("config")
     parser.add_argument("features_ref", help="JSON of the build_features reference")
     for name in ("train_start", "train_end", "valid_start", "valid_end"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=date.fromisoformat, required=True)
     args = parser.parse_args(argv)
-    print(train(args.config, json.loads(args.features_ref), args.train_start, args.train_end, args.valid_start,
-                args.valid_end))  # fmt: skip
+    state, code = run_flow(train, config=args.config, features_ref=json.loads(args.features_ref),
+                           train_start=args.train_start, train_end=args.train_end, valid_start=args.valid_start,
+                           valid_end=args.valid_end)  # fmt: skip
+    if code == 0:
+        print(state.result())
+    return code
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
