@@ -20,7 +20,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import TaskRunContext
 
 from atft.config import load_config
-from atft.features.build import FeatureBuild
+from atft.features.build import FeatureBuild, still_current
 from atft.features.build import build_features as run_feature_build
 from atft.features.catalogue import FEATURE_CODE_VERSION
 from atft.warehouse import Warehouse
@@ -64,17 +64,6 @@ def build_feature_table(config: str, as_of: date | None, warehouse: str | None) 
     return asdict(build)
 
 
-def _still_built(warehouse: str | Path, build: FeatureBuild) -> bool:
-    """The table exists and its build record is the one ``build`` describes (same last day, same rows)."""
-    with Warehouse(warehouse, read_only=True) as wh:
-        if not wh.has_table(build.table):
-            return False
-        record = wh.con.execute(
-            "SELECT built_through, rows FROM feature_builds WHERE table_name = ?", [build.table]
-        ).fetchall()
-    return record == [(build.through, build.rows_total)]
-
-
 def _publish(config: str, build: FeatureBuild) -> None:
     create_table_artifact(
         key=_artifact_key(config, "groups"),
@@ -112,7 +101,7 @@ def build_features(
     Returns a reference: the table name, the manifest hash and path, and the last day built.
     """
     build = FeatureBuild(**build_feature_table(config, as_of, warehouse))
-    if not _still_built(warehouse or load_config(config).warehouse.path, build):
+    if not still_current(warehouse or load_config(config).warehouse.path, build, get_run_logger().info):
         # A cached build the table no longer matches (dropped, or rebuilt shorter in a fresh warehouse): build again.
         build = FeatureBuild(**build_feature_table.with_options(refresh_cache=True)(config, as_of, warehouse))
     _publish(config, build)

@@ -98,3 +98,12 @@ def test_a_cached_build_is_not_trusted_when_the_table_it_describes_is_shorter(tm
     with Warehouse(tmp_path / "rebuilt.duckdb", read_only=True) as wh:
         (last,) = wh.con.execute(f"SELECT max(Date) FROM {ref['table']}").fetchall()[0]
     assert ref["through"] == last == late
+
+
+def test_a_cached_build_restores_a_lost_manifest_file(tmp_path):
+    config = market_config(tmp_path, "lostmanifest")
+    ref = features_flow.build_features(config=config)
+    Path(ref["manifest_path"]).unlink()
+    # Served from the cache (the raw data did not change), and still hands over a manifest that exists.
+    assert features_flow.build_features(config=config) == ref
+    assert FeatureManifest.read(ref["manifest_path"]).sha256 == ref["manifest_sha256"]
