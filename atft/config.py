@@ -152,12 +152,25 @@ class WarehouseConfig(_Strict):
     lock_timeout_s: float = Field(1800.0, ge=0)
 
 
+class JumpsConfig(_Strict):
+    """Day-over-day jump bounds (log-symmetric: 0.4 is a rise to 1.4x or a fall to 1/1.4); null turns one off.
+
+    A jump taken back the next day is quarantined as a suspected bad tick, a one-way jump only flagged.
+    Prices: 0.4 catches the bar glitches of the real S&P file and nothing on the synthetic market. Volume:
+    off, since volume spikes that revert the next day are ordinary (index rebalancing, news).
+    """
+
+    price: float | None = Field(0.4, gt=0)
+    volume: float | None = Field(None, gt=0)
+
+
 class ValidationConfig(_Strict):
     # What to do with a row-level anomaly (missing price, close outside [low, high], ...).
     row_anomalies: Literal["quarantine", "abort"] = "quarantine"
     # Abort when more than this fraction of received rows is rejected: a wrong calendar or a broken
     # file should fail loudly instead of quarantining most of the data.
     max_rejected_fraction: float = Field(0.01, ge=0, le=1)
+    jumps: JumpsConfig = JumpsConfig()
 
 
 class CSZConfig(_Strict):

@@ -20,6 +20,7 @@ import pandas as pd
 
 from atft.calendar import TradingCalendar
 from atft.config import PipelineConfig
+from atft.health import check_jumps
 from atft.sources import build_source
 from atft.sources.base import MarketSource, QuoteChunk
 from atft.warehouse import IngestLogEntry, MergeCounts, Warehouse
@@ -27,6 +28,7 @@ from schemas.raw_quotes import ValidatedChunk, raw_quotes_schema, validate_quote
 
 logger = logging.getLogger(__name__)
 _MESSAGE_LIMIT = 4000  # characters of an error kept in the ingest log
+_JUMPS_SHOWN = 5
 
 
 class IngestAborted(RuntimeError):
@@ -58,6 +60,9 @@ class IngestReport:
     duration_s: float
     rejected_by_rule: dict[str, int] = field(default_factory=dict)
     rejected_examples: list[str] = field(default_factory=list)
+    # One-way day-over-day jumps among the received rows: kept, and shown for a person to judge.
+    jumps: list[dict[str, object]] = field(default_factory=list)
+    bad_ticks_withdrawn: int = 0  # rows stored by an earlier ingest, found to be bad ticks once their next day came
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -77,6 +82,13 @@ class IngestReport:
             by_rule = ", ".join(f"{rule} {n}" for rule, n in sorted(self.rejected_by_rule.items()))
             lines.append(f"  quarantined by rule: {by_rule}")
             lines.extend(f"    - {example}" for example in self.rejected_examples)
+        if self.bad_ticks_withdrawn:
+            lines.append(f"  withdrawn  {self.bad_ticks_withdrawn} earlier stored row(s) now seen to be bad ticks")
+        if self.jumps:
+            lines.append(f"  health     {len(self.jumps)} one-way jump(s) flagged and kept:")
+            lines.extend(f"    - {_jump_line(j)}" for j in self.jumps[:_JUMPS_SHOWN])
+            if len(self.jumps) > _JUMPS_SHOWN:
+                lines.append(f"    - and {len(self.jumps) - _JUMPS_SHOWN} more")
         return "\n".join(lines)
 
 
@@ -193,7 +205,7 @@ def _load(
         _apply_row_policy(config, chunk, checked)
         if len(checked.rejected):
             rejected.append(checked.rejected.assign(origin=chunk.origin))
-        wh.stage_quotes(checked.valid)
+        wh.stage_quotes(checked.valid, chunk.origin)
         if chunk.oracle is not None:
             wh.stage_oracle(chunk.oracle)
         progress(f"{chunk.origin}: {len(checked.valid):,} rows staged, {len(checked.rejected):,} quarantined")
@@ -202,6 +214,17 @@ def _load(
     if duplicates:
         shown = ", ".join(f"{code} {day} ({n} times)" for code, day, n in duplicates)
         raise IngestAborted(f"duplicate (Code, Date) keys across the source's files or pages: {shown}")
+    jumps = config.validation.jumps
+    health = check_jumps(wh.staged_neighbourhood(), jumps.price, jumps.volume)
+    withdrawn = 0
+    if len(health.bad_ticks):
+        if config.validation.row_anomalies == "abort":
+            raise IngestAborted(
+                f"{len(health.bad_ticks)} suspected bad tick(s) and validation.row_anomalies is 'abort'; nothing was "
+                f"written. {_examples(health.bad_ticks)}"
+            )
+        withdrawn = wh.withdraw(health.bad_ticks[["Code", "Date"]])
+        quarantined = pd.concat([q for q in (quarantined, health.bad_ticks) if q is not None], ignore_index=True)
     n_rejected = 0 if quarantined is None else len(quarantined)
     if received and n_rejected / received > config.validation.max_rejected_fraction:
         raise IngestAborted(
@@ -217,7 +240,8 @@ def _load(
     listed_counts = wh.merge_listed_info(_restrict_frame(listed, config.universe.codes)) if listed is not None else None
     if quarantined is not None:
         wh.quarantine(quarantined, log.run_id)
-    return _report(log, wh, path, "succeeded", began, rows, merged, listed_counts, quarantined)
+    report = _report(log, wh, path, "succeeded", began, rows, merged, listed_counts, quarantined)
+    return replace(report, jumps=health.jumps, bad_ticks_withdrawn=withdrawn)
 
 
 def _apply_row_policy(config: PipelineConfig, chunk: QuoteChunk, checked: ValidatedChunk) -> None:
@@ -248,6 +272,10 @@ def _example_lines(rejected: pd.DataFrame | None, n: int = 5) -> list[str]:
 def _examples(rejected: pd.DataFrame | None, n: int = 5) -> str:
     more = 0 if rejected is None else len(rejected) - n
     return "; ".join(_example_lines(rejected, n)) + (f"; and {more:,} more" if more > 0 else "")
+
+
+def _jump_line(jump: dict[str, object]) -> str:
+    return f"{jump['Code']} {jump['Date']} {jump['column']} {jump['before']:g} -> {jump['value']:g} ({jump['move']})"
 
 
 def _day(value: object) -> str:

@@ -219,11 +219,40 @@ class Warehouse:
         """Empty temp tables that collect one run's validated rows before they are merged."""
         # Declared column by column: in DuckDB 2.0 a table made empty by CREATE TABLE AS ... LIMIT 0 inside a
         # transaction loses bulk-inserted rows from its scans (count(*) still sees them).
-        self.con.execute(f"CREATE OR REPLACE TEMP TABLE staging_quotes ({_QUOTE_COLUMNS_DDL})")
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE staging_quotes ({_QUOTE_COLUMNS_DDL}, origin VARCHAR, source_row BIGINT)"
+        )
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE staging_oracle ({_ORACLE_COLUMNS_DDL})")
 
-    def stage_quotes(self, frame: pd.DataFrame) -> None:
-        self._append("staging_quotes", frame, CANONICAL_QUOTE_COLUMNS)
+    def stage_quotes(self, frame: pd.DataFrame, origin: str) -> None:
+        """Stage validated rows; ``frame``'s index is each row's number in ``origin``, kept for reports."""
+        staged = frame.assign(origin=origin, source_row=frame.index.astype("int64"))
+        self._append("staging_quotes", staged, (*CANONICAL_QUOTE_COLUMNS, "origin", "source_row"))
+
+    def staged_neighbourhood(self, days: int = 31) -> pd.DataFrame:
+        """Staged quotes, with ``staged`` true, beside their stocks' warehouse rows within ``days`` calendar days
+        (not replaced by a staged row): what a day-over-day check of the staged rows needs."""
+        columns = ", ".join(CANONICAL_QUOTE_COLUMNS)
+        return self.con.sql(
+            f"WITH span AS (SELECT Code, min(Date) - {int(days)} AS lo, max(Date) + {int(days)} AS hi "
+            "FROM staging_quotes GROUP BY Code) "
+            f"SELECT {columns}, TRUE AS staged, origin, source_row FROM staging_quotes UNION ALL "
+            f"SELECT {', '.join(f'q.{c}' for c in CANONICAL_QUOTE_COLUMNS)}, FALSE, NULL, NULL FROM raw_quotes q "
+            "JOIN span ON q.Code = span.Code AND q.Date BETWEEN span.lo AND span.hi "
+            "WHERE NOT EXISTS (SELECT 1 FROM staging_quotes s WHERE s.Code = q.Code AND s.Date = q.Date)"
+        ).df()
+
+    def withdraw(self, keys: pd.DataFrame) -> int:
+        """Drop (Code, Date) keys from the staged quotes and from ``raw_quotes``; returns the warehouse rows dropped.
+
+        For rows judged bad only once their next day arrived: an earlier ingest may already have stored them.
+        """
+        self._append_temp("withdrawn_keys", keys.assign(Date=pd.to_datetime(keys["Date"])), ("Code", "Date"))
+        match = "WHERE (Code, Date) IN (SELECT (Code, CAST(Date AS DATE)) FROM withdrawn_keys)"
+        self.con.execute(f"DELETE FROM staging_quotes {match}")
+        before = self.row_count("raw_quotes")
+        self.con.execute(f"DELETE FROM raw_quotes {match}")
+        return before - self.row_count("raw_quotes")
 
     def stage_oracle(self, frame: pd.DataFrame) -> None:
         self._append("staging_oracle", frame, ORACLE_COLUMNS)

@@ -93,6 +93,13 @@ def _publish_artifacts(report: IngestReport) -> None:
             {"item": "warehouse", "value": report.warehouse},
         ],
     )
+    if report.jumps:
+        create_table_artifact(
+            key=f"{key}-health",
+            description=f"Data health: {len(report.jumps)} one-way day-over-day jump(s), kept in raw_quotes; "
+            "check them against the news before trusting them (a jump taken back the next day is quarantined)",
+            table=[{**jump, "Date": str(jump["Date"])} for jump in report.jumps],
+        )
     if report.rows_rejected:
         create_table_artifact(
             key=f"{key}-quarantine",

@@ -28,6 +28,7 @@ START, END = date(2023, 1, 4), date(2023, 12, 28)
 MID = date(2023, 6, 30)  # a Friday and an XTKS session
 REPO = Path(__file__).resolve().parents[2]
 SP500 = REPO.parent / "shared" / "data" / "sp500_2013_2018.parquet"
+JUMPS_FLAGGED = 24  # one-way day-over-day moves beyond 0.4 in Open or Close (VRTX, 2013-04-19, +62%, and so on)
 
 
 def synthetic(**settings) -> SyntheticSourceConfig:
@@ -534,21 +535,36 @@ def test_sp500_file_loads_with_exactly_the_known_bad_rows_quarantined(tmp_path):
     config = load_config(REPO / "deployments" / "sp500.yaml", {"warehouse.path": str(path), "source.path": str(SP500)})
     report = ingest(config)
     assert report.rows_received == 619_040
-    assert report.rows_inserted == 619_020
-    assert report.rows_rejected == 20
+    assert report.rows_inserted == 619_018
+    assert report.rows_rejected == 22
     assert report.codes == 505
     assert (report.first_date, report.last_date) == (date(2013, 2, 8), date(2018, 2, 7))
-    assert report.rejected_by_rule == {"not_nullable": 11, "high_ge_low": 1, "close_within_range": 9}
+    assert report.rejected_by_rule == {"not_nullable": 11, "high_ge_low": 1, "close_within_range": 9, "bad_tick": 2}
     found = counts(path)
-    assert found["raw_quotes"] == 619_020
-    assert found["rejected_rows"] == 20
+    assert found["raw_quotes"] == 619_018
+    assert found["rejected_rows"] == 22
     assert query(path, "SELECT count(DISTINCT Code) FROM raw_quotes") == [(505,)]
-    assert query(path, "SELECT count(*) FROM raw_quotes WHERE AdjustmentFactor = 1.0") == [(619_020,)]
+    assert query(path, "SELECT count(*) FROM raw_quotes WHERE AdjustmentFactor = 1.0") == [(619_018,)]
+
+    # Two bars that pass every row check but jump and come straight back: a 2017-09-14 bar of NWL 30% off
+    # its neighbours on all four prices, and a CHD open at half its range.
+    ticks = query(path, "SELECT Code, Date, reason, source_row FROM rejected_rows WHERE rule = 'bad_tick' ORDER BY 2")
+    tick_keys = {("CHD", "2014-05-19"), ("NWL", "2017-09-14")}
+    assert [(code, str(day)) for code, day, _, _ in ticks] == sorted(tick_keys, key=lambda k: k[1])
+    raw = pd.read_parquet(SP500, columns=["Name", "date"])
+    for code, day, _, source_row in ticks:
+        assert tuple(raw.iloc[source_row - 1]) == (code, str(day))
+    assert ticks[0][2] == (
+        "suspected bad tick: Open 33.715 -> 18.77 -> 33.89: a 1.8x move taken back the next day, beyond Open bound 0.4"
+    )
+    # One-way jumps are kept and flagged for a person to judge.
+    assert len(report.jumps) == JUMPS_FLAGGED
+    assert {(j["Code"], str(j["Date"])) for j in report.jumps}.isdisjoint(tick_keys)
 
     expected = expected_sp500_rejects()
     assert len(expected) == 20
     rejected = pd.DataFrame(
-        query(path, "SELECT Code, Date, rule, reason, source_row FROM rejected_rows"),
+        query(path, "SELECT Code, Date, rule, reason, source_row FROM rejected_rows WHERE rule <> 'bad_tick'"),
         columns=["Code", "Date", "rule", "reason", "source_row"],
     )
     assert set(zip(rejected["Code"], rejected["Date"].astype(str), strict=True)) == set(
@@ -581,10 +597,10 @@ def test_sp500_file_loads_with_exactly_the_known_bad_rows_quarantined(tmp_path):
         zip(zip(expected["Name"], expected["date"], strict=True), expected["source_row"], strict=True)
     )
 
-    # Re-ingesting the whole file changes nothing: same quotes, the same 20 rows quarantined once.
+    # Re-ingesting the whole file changes nothing: same quotes, the same 22 rows quarantined once.
     before = fingerprints(path)
     again = ingest(config, start=date(2013, 1, 1))
-    assert (again.rows_inserted, again.rows_updated, again.rows_unchanged) == (0, 0, 619_020)
-    assert again.rows_rejected == 20
+    assert (again.rows_inserted, again.rows_updated, again.rows_unchanged) == (0, 0, 619_018)
+    assert again.rows_rejected == 22
     assert again.content_hash == report.content_hash
     assert fingerprints(path) == before

@@ -33,7 +33,7 @@ def columns_of(wh: Warehouse, table: str) -> list[str]:
 def merge(wh: Warehouse, frame: pd.DataFrame) -> MergeCounts:
     with wh.transaction():
         wh.create_staging()
-        wh.stage_quotes(frame)
+        wh.stage_quotes(frame, "test")
         return wh.merge_staged_quotes()
 
 
@@ -265,8 +265,8 @@ def test_merge_does_not_delete_rows_missing_from_the_stage(wh, make_quotes):
 def test_staged_duplicates_and_summary(wh, make_quotes):
     with wh.transaction():
         wh.create_staging()
-        wh.stage_quotes(make_quotes({"Code": "1301"}, {"Code": "1302", "Date": "2024-01-05"}))
-        wh.stage_quotes(make_quotes({"Code": "1301", "Close": 101.0}))
+        wh.stage_quotes(make_quotes({"Code": "1301"}, {"Code": "1302", "Date": "2024-01-05"}), "test")
+        wh.stage_quotes(make_quotes({"Code": "1301", "Close": 101.0}), "test")
         assert wh.staged_duplicates() == [("1301", date(2024, 1, 4), 2)]
         assert wh.staged_summary() == (3, 2, date(2024, 1, 4), date(2024, 1, 5))
 
@@ -274,7 +274,7 @@ def test_staged_duplicates_and_summary(wh, make_quotes):
 def test_staging_is_emptied_by_create_staging(wh, make_quotes):
     with wh.transaction():
         wh.create_staging()
-        wh.stage_quotes(make_quotes())
+        wh.stage_quotes(make_quotes(), "test")
         wh.create_staging()
         assert wh.staged_summary() == (0, 0, None, None)
 
@@ -300,8 +300,8 @@ def test_many_staged_rows_are_visible_to_scans_after_the_merge(wh):
     )
     with wh.transaction():
         wh.create_staging()
-        wh.stage_quotes(frame.iloc[: len(frame) // 2])
-        wh.stage_quotes(frame.iloc[len(frame) // 2 :])
+        wh.stage_quotes(frame.iloc[: len(frame) // 2], "test")
+        wh.stage_quotes(frame.iloc[len(frame) // 2 :], "test")
         assert wh.staged_summary() == (len(frame), n_codes, days[0].date(), days[-1].date())
         counts = wh.merge_staged_quotes()
         inside = wh.con.execute("SELECT count(*), min(Date), max(Date), sum(Close) FROM raw_quotes").fetchall()[0]
@@ -434,7 +434,7 @@ def test_transaction_rolls_back_everything_on_an_exception(wh, make_quotes):
 
     with pytest.raises(RuntimeError, match="boom"), wh.transaction():
         wh.create_staging()
-        wh.stage_quotes(make_quotes({"Code": "1301", "Close": 109.0}, {"Code": "1302"}))
+        wh.stage_quotes(make_quotes({"Code": "1301", "Close": 109.0}, {"Code": "1302"}), "test")
         wh.stage_oracle(
             pd.DataFrame([["1302", pd.Timestamp("2024-01-04"), 0.1, 0.2, 0.3, 0.4]], columns=list(ORACLE_COLUMNS))
         )
@@ -465,7 +465,7 @@ def test_an_error_while_reading_a_result_still_rolls_back_and_surfaces(wh, make_
     monkeypatch.setattr(atft.warehouse, "_column_bytes", broken)
     with pytest.raises(WarehouseError, match="cannot fingerprint this column"), wh.transaction():
         wh.create_staging()
-        wh.stage_quotes(make_quotes({}, {"Code": "1302"}))
+        wh.stage_quotes(make_quotes({}, {"Code": "1302"}), "test")
         wh.merge_staged_quotes()
         wh.fingerprint("raw_quotes")
     assert wh.row_count("raw_quotes") == 0
