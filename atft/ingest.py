@@ -115,7 +115,7 @@ def ingest(
     calendar = TradingCalendar(config.calendar)
     source = source or build_source(config.source, calendar)
     path = Path(warehouse) if warehouse is not None else config.warehouse.path
-    with Warehouse(path, lock_timeout_s=config.warehouse.lock_timeout_s) as wh:
+    with Warehouse.of(config.warehouse, path) as wh:
         # Holding the write lock, no other ingest can be running: an attempt still `started` was killed.
         for dead in wh.mark_interrupted(by=run_id):
             progress(f"ingest run {dead.run_id} started at {dead.started_at} never finished: marked interrupted")

@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from atft.config import CANONICAL_QUOTE_COLUMNS
+from atft.config import CANONICAL_QUOTE_COLUMNS, WarehouseConfig
 from atft.sources.base import LISTED_INFO_COLUMNS, ORACLE_COLUMNS
 from atft.warehouse_lock import DEFAULT_TIMEOUT_S, WarehouseLock
 
@@ -103,6 +103,11 @@ class Warehouse:
         self.read_only = read_only
         self._lock = WarehouseLock(self.path, exclusive=not read_only, timeout_s=lock_timeout_s)
         self._con: duckdb.DuckDBPyConnection | None = None
+
+    @classmethod
+    def of(cls, config: WarehouseConfig, path: str | Path | None = None, read_only: bool = False) -> Warehouse:
+        """The configured warehouse (or the file at ``path`` in its place), waiting as configured for its lock."""
+        return cls(path or config.path, read_only=read_only, lock_timeout_s=config.lock_timeout_s)
 
     def __enter__(self) -> Warehouse:
         if not self.read_only:

@@ -85,7 +85,7 @@ def replay_retrain(
     logger = get_run_logger()
     settings = _settings(config, overrides)
     manifest = FeatureManifest.read(features_ref["manifest_path"])
-    with Warehouse(warehouse or settings.warehouse.path, read_only=True) as wh:
+    with Warehouse.of(settings.warehouse, warehouse, read_only=True) as wh:
         data = load_window(wh.con, manifest, settings, window)
     result = run_window(data, manifest, settings, window, lambda r: logger.info("as-of %s %s", window.as_of, r.line()))
     path = Path(run_dir) / f"window-{window.index:03d}.parquet"
@@ -236,7 +236,7 @@ def backtest(
     step = step or settings.retrain.step_days
     features_ref = build_features(config=config, warehouse=warehouse)
     manifest = FeatureManifest.read(features_ref["manifest_path"])
-    with Warehouse(warehouse or settings.warehouse.path, read_only=True) as wh:
+    with Warehouse.of(settings.warehouse, warehouse, read_only=True) as wh:
         table = manifest.table_name
         dates = [d for (d,) in wh.con.execute(f"SELECT DISTINCT Date FROM {table} ORDER BY Date").fetchall()]
     warm_up = max(column.lookback for column in manifest.features)

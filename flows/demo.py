@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_run(settings: PipelineConfig, as_of: date, outcome: str, message: str) -> None:
     registry = Registry(settings.registry.path)
-    with Warehouse(settings.warehouse.path, read_only=True) as wh:
+    with Warehouse.of(settings.warehouse, read_only=True) as wh:
         entry = max(wh.log_entries(), key=lambda e: e.started_at)
         through = wh.last_quote_date()
         build = wh.con.execute(
@@ -91,7 +91,7 @@ def _print_run(settings: PipelineConfig, as_of: date, outcome: str, message: str
 
 def _oracle_rank_ic(settings: PipelineConfig, predictions: pd.DataFrame, h: int) -> float:
     """Mean daily RankIC of the synthetic oracle on the evaluation days, against the same realised returns."""
-    with Warehouse(settings.warehouse.path, read_only=True) as wh:
+    with Warehouse.of(settings.warehouse, read_only=True) as wh:
         oracle = read_oracle(wh.con, predictions["Date"].min(), predictions["Date"].max())
     oracle["Date"] = pd.to_datetime(oracle["Date"]).dt.date
     joined = predictions.merge(oracle, on=["Date", "Code"])

@@ -48,7 +48,7 @@ def score_challenger(
     """The staged model's metrics on the window; predictions go to Parquet beside its weights."""
     settings = load_config(config)
     manifest = FeatureManifest.read(model_ref["manifest_path"])
-    with Warehouse(warehouse or settings.warehouse.path, read_only=True) as wh:
+    with Warehouse.of(settings.warehouse, warehouse, read_only=True) as wh:
         result = evaluate_model(
             wh.con, load_staged(Path(model_ref["staging_dir"]), manifest), manifest, settings, eval_start, eval_end
         )
@@ -68,7 +68,7 @@ def score_champion(
     logger = get_run_logger()
     settings = load_config(config)
     registry = Registry(settings.registry.path)
-    with Warehouse(warehouse or settings.warehouse.path, read_only=True) as wh:
+    with Warehouse.of(settings.warehouse, warehouse, read_only=True) as wh:
         try:
             champion = registry.load(con=wh.con, table=model_ref["table"])
         except EmptyRegistry:

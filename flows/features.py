@@ -40,7 +40,7 @@ def feature_cache_key(_: TaskRunContext, parameters: dict[str, Any]) -> str | No
     path = Path(parameters["warehouse"] or settings.warehouse.path)
     if not path.exists():
         return None
-    with Warehouse(path, read_only=True) as wh:
+    with Warehouse.of(settings.warehouse, path, read_only=True) as wh:
         raw = wh.fingerprint("raw_quotes", through=parameters["as_of"])
     inputs = [raw, FEATURE_CODE_VERSION, settings.features.model_dump_json(), str(path.resolve())]
     return hashlib.sha256(json.dumps(inputs, default=str).encode()).hexdigest()

@@ -41,7 +41,7 @@ def register_version(config: str, model_ref: dict[str, Any], gate_result: dict[s
     """Write the version (weights, manifest, metrics, gates, windows, fingerprint, predictions), not yet champion."""
     settings = load_config(config)
     manifest = FeatureManifest.read(model_ref["manifest_path"])
-    with Warehouse(warehouse or settings.warehouse.path, read_only=True) as wh:
+    with Warehouse.of(settings.warehouse, warehouse, read_only=True) as wh:
         fingerprint = wh.fingerprint(manifest.table_name)
     windows = {**model_ref["windows"], "eval_start": gate_result["eval_start"], "eval_end": gate_result["eval_end"]}
     version = Registry(settings.registry.path).publish(
@@ -84,7 +84,7 @@ def _restore_champion(transaction: Transaction) -> None:
 def verify_champion(config: str, model_ref: dict[str, Any], warehouse: str | None) -> None:
     """Load the new champion the way scoring will: checksums, contract against the feature table, weights."""
     settings = load_config(config)
-    with Warehouse(warehouse or settings.warehouse.path, read_only=True) as wh:
+    with Warehouse.of(settings.warehouse, warehouse, read_only=True) as wh:
         Registry(settings.registry.path).load(con=wh.con, table=model_ref["table"])
 
 

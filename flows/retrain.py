@@ -48,7 +48,7 @@ def plan_windows(config: str, features_ref: dict[str, Any], as_of: date, warehou
     """Train, valid and eval windows counted back from ``as_of`` over the feature table's days."""
     settings = load_config(config)
     manifest = FeatureManifest.read(features_ref["manifest_path"])
-    with Warehouse(warehouse or settings.warehouse.path, read_only=True) as wh:
+    with Warehouse.of(settings.warehouse, warehouse, read_only=True) as wh:
         dates = [
             d for (d,) in wh.con.execute(f"SELECT DISTINCT Date FROM {features_ref['table']} ORDER BY 1").fetchall()
         ]

@@ -43,7 +43,7 @@ def check_champion(config: str, warehouse: str | None) -> dict[str, str]:
     """The champion's version and feature table, once its files and the table's columns are verified."""
     settings = load_config(config)
     try:
-        with Warehouse(warehouse or settings.warehouse.path, read_only=True) as wh:
+        with Warehouse.of(settings.warehouse, warehouse, read_only=True) as wh:
             champion = load_champion(Registry(settings.registry.path), wh.con)
     except CheckpointRefused as exc:
         create_markdown_artifact(
@@ -57,12 +57,11 @@ def check_champion(config: str, warehouse: str | None) -> dict[str, str]:
 def score_and_store(config: str, champion: dict[str, str], as_of: date | None, warehouse: str | None) -> dict[str, Any]:
     """Predict the day with the checked version and replace its rows; returns a summary, not the predictions."""
     settings = load_config(config)
-    path = warehouse or settings.warehouse.path
-    with Warehouse(path, read_only=True) as wh:
+    with Warehouse.of(settings.warehouse, warehouse, read_only=True) as wh:
         checkpoint = Registry(settings.registry.path).load(champion["version"], con=wh.con, table=champion["table"])
         frame = score_day(wh.con, checkpoint, settings, as_of)
         last_quote = wh.last_quote_date()
-    with Warehouse(path) as wh:
+    with Warehouse.of(settings.warehouse, warehouse) as wh:
         write_predictions(wh, frame)
     h = settings.train.primary_horizon
     ranked = frame.sort_values(f"rank_{h}d")

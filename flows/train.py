@@ -44,7 +44,7 @@ def check_feature_contract(config: str, features_ref: dict[str, Any], warehouse:
     settings = load_config(config)
     manifest = FeatureManifest.read(features_ref["manifest_path"])
     try:
-        with Warehouse(warehouse or settings.warehouse.path, read_only=True) as wh:
+        with Warehouse.of(settings.warehouse, warehouse, read_only=True) as wh:
             check_features(wh.con, manifest, features_ref["manifest_sha256"])
     except ContractViolation as exc:
         create_markdown_artifact(
@@ -62,7 +62,7 @@ def train_model_task(
     settings = load_config(config)
     manifest = FeatureManifest.read(features_ref["manifest_path"])
     span = Windows(**windows)
-    with Warehouse(warehouse or settings.warehouse.path, read_only=True) as wh:
+    with Warehouse.of(settings.warehouse, warehouse, read_only=True) as wh:
         data = prepare_data(wh.con, manifest, settings, span)
     progress = create_progress_artifact(
         progress=0.0, key=_key(config, "progress"), description=f"training {settings.model.name}"

@@ -120,7 +120,7 @@ def build_features(
     calendar = TradingCalendar(config.calendar)
     settings = config.features
     path = Path(warehouse) if warehouse is not None else config.warehouse.path
-    with Warehouse(path, lock_timeout_s=config.warehouse.lock_timeout_s) as wh:
+    with Warehouse.of(config.warehouse, path) as wh:
         con = wh.con
         first_raw, end = con.execute(
             "SELECT min(Date), max(Date) FROM raw_quotes WHERE Date <= coalesce(?, Date)", [as_of]

@@ -301,7 +301,7 @@ def test_real_sp500_prices_build_validate_and_produce_a_manifest(tmp_path):
     config = config.model_copy(update={"source": config.source.model_copy(update={"path": repo / config.source.path})})
     ingest(config, on_progress=lambda _: None)
     built = build_features(config, on_progress=lambda _: None)
-    assert built.mode == "full" and built.rows_total == 619_020
+    assert built.mode == "full" and built.rows_total == 619_018
     assert built.validation[0]["detail"].startswith("passed")
     manifest = FeatureManifest.read(built.manifest_path)
     # The file has no sectors: no sector group, and a different contract from the JP demo's.
