@@ -149,3 +149,25 @@ def test_the_flow_runs_from_plain_python_with_no_server(tmp_path):
     assert "ingest adhoc (synthetic)" in done.stdout and "succeeded" in done.stdout
     with Warehouse(tmp_path / "adhoc.duckdb", read_only=True) as wh:
         assert wh.row_count("raw_quotes") > 3000
+
+
+def test_one_way_jumps_are_flagged_in_a_health_artifact(tmp_path, read_artifacts):
+    rows = ["Code,Date,Open,High,Low,Close,Volume", "AAA,2018-01-02,10,10.2,9.9,10,100",
+            "AAA,2018-01-03,10,10.2,9.9,10.1,100", "AAA,2018-01-04,16,16.3,15.9,16.2,100",
+            "AAA,2018-01-05,16.2,16.4,16,16.3,100"]  # fmt: skip
+    (tmp_path / "q.csv").write_text("\n".join(rows) + "\n")
+    config = tmp_path / "jumps.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "jumps", "calendar": "XNYS",
+        "source": {"kind": "files", "path": str(tmp_path / "q.csv"), "columns": {c: c for c in rows[0].split(",")},
+                   "fill": {"AdjustmentFactor": 1.0}},
+        "universe": {"code_pattern": "^[A-Z]{1,5}$"}, "warehouse": {"path": str(tmp_path / "jumps.duckdb")},
+    }))  # fmt: skip
+    summary = ingest_flow.ingest(config=str(config))
+    assert summary["rows_rejected"] == 0 and len(summary["jumps"]) == 2
+    (artifact,) = read_artifacts("ingest-jumps-health")
+    flagged = json.loads(artifact.data)
+    assert {(row["Code"], row["Date"], row["column"], row["move"]) for row in flagged} == {
+        ("AAA", "2018-01-04", "Open", "1.6x"),
+        ("AAA", "2018-01-04", "Close", "1.6x"),
+    }
