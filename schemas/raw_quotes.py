@@ -216,7 +216,9 @@ def _structural_problems(frame: pd.DataFrame, cases: pd.DataFrame, ctx: Mapping[
     duplicates = cases[checks == "multiple_fields_uniqueness"]
     if not duplicates.empty:
         rows = sorted(duplicates["index"].unique())
-        keys = frame.loc[rows, ["Code", "Date"]].astype(str).agg(" ".join, axis=1)
+        # A missing Code or Date stays missing through astype(str), and pandera counts missing keys as equal.
+        keys = frame.loc[rows, ["Code", "Date"]].astype(str).fillna({"Code": "no code", "Date": "no date"})
+        keys = keys.agg(" ".join, axis=1)
         shown = ", ".join(f"row {r} ({k})" for r, k in list(zip(rows, keys, strict=True))[:_SHOWN])
         problems.append(f"duplicate (Code, Date) keys in {len(rows)} rows: {shown}{_more(len(rows))}")
     if not problems:

@@ -26,6 +26,8 @@ _SUFFIXES = {"parquet": (".parquet", ".pq"), "csv": (".csv", ".csv.gz")}
 # An ISO time of day followed by a zone: ``T16:00:00-05:00``, ``T05:00:00Z``, `` 09:00+0900``.
 _ZONED = r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
 _SHOWN = 5
+# Nanosecond timestamps reach 1677-09-21 .. 2262-04-11; a day's margin keeps a change of time zone inside them.
+_FIRST_DAY, _LAST_DAY = pd.Timestamp("1677-09-23"), pd.Timestamp("2262-04-09")
 
 
 class FilesSource:
@@ -115,10 +117,20 @@ class FilesSource:
                 frame = batch.to_pandas()
                 yield offset, frame
                 offset += len(frame)
-        except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # a non-UTF-8 header fails in Python
+        # A non-UTF-8 CSV header fails in Python; a Parquet date past the year 9999 fails Arrow's conversion to
+        # pandas with a bare ValueError.
+        except (pa.ArrowException, OSError, UnicodeDecodeError, ValueError) as exc:
             raise SourceError(f"{path}: cannot read as {fmt}: {exc}") from exc
 
     def _check_header(self, path: Path, found: list[str]) -> None:
+        # A name given twice passes the comparison of names, but which of its columns would be loaded is unsaid.
+        doubled = {c: found.count(c) for c in self.config.columns if found.count(c) > 1}
+        if doubled:
+            raise SourceError(
+                f"{path}: mapped column(s) appear more than once: "
+                + ", ".join(f"{name!r} {n} times" for name, n in doubled.items())
+                + f". Found {found}; each mapped column must appear once."
+            )
         expected = list(self.config.columns) + [c for c in self.config.ignore_columns if c in found]
         diff = diff_columns(found, expected)
         if not diff.ok:
@@ -149,12 +161,15 @@ class FilesSource:
         if isinstance(values.dtype, pd.DatetimeTZDtype):
             return self._local_days(values, values, path, column)
         if pd.api.types.is_datetime64_dtype(values.dtype):
+            self._check_span(values, values, path, column)
             return values.dt.as_unit("ns")
         text = values.astype("string")
         zoned = text.str.contains(_ZONED, regex=True).fillna(False).astype(bool)
         parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
         if (~zoned).any():
-            parsed[~zoned] = pd.to_datetime(text[~zoned], errors="coerce").dt.as_unit("ns")
+            naive = pd.to_datetime(text[~zoned], errors="coerce")
+            self._check_span(naive, values, path, column)
+            parsed[~zoned] = naive.dt.as_unit("ns")
         aware = pd.to_datetime(text[zoned], errors="coerce", utc=True)
         bad = (parsed.isna() & ~zoned & values.notna()) | (zoned & aware.reindex(values.index).isna())
         if bad.any():
@@ -166,6 +181,7 @@ class FilesSource:
         return parsed
 
     def _local_days(self, aware: pd.Series, raw: pd.Series, path: Path, column: str) -> pd.Series:
+        self._check_span(aware.dt.tz_convert("UTC").dt.tz_localize(None), raw, path, column)
         days, day_stamps = self.calendar.local_days(aware)
         if not day_stamps.all():
             local = aware[~day_stamps].dt.tz_convert(self.calendar.tz).dt.strftime("%H:%M")
@@ -175,6 +191,18 @@ class FilesSource:
                 f"midnight nor the {self.calendar.name} session close, so they are not daily bars: {_shown(odd)}"
             )
         return days
+
+    def _check_span(self, stamps: pd.Series, raw: pd.Series, path: Path, column: str) -> None:
+        """Refuse timestamps that the warehouse's nanosecond dates cannot hold, such as a volume of 1001 read as
+        the year 1001: pandas parses them at a coarser unit, and converting them would raise a bare overflow."""
+        outside = stamps.notna() & ~stamps.between(_FIRST_DAY, _LAST_DAY)
+        if outside.any():
+            # pandas cannot print a tz-aware stamp past the year 9999 at all; its UTC time it can.
+            shown = stamps.map(str) + " UTC" if isinstance(raw.dtype, pd.DatetimeTZDtype) else raw
+            raise SourceError(
+                f"{path}: {column} has {int(outside.sum())} date(s) outside {_FIRST_DAY.date()} .. "
+                f"{_LAST_DAY.date()}, the span a date can have here: {_shown(shown[outside[outside].index])}"
+            )
 
 
 def _shown(values: pd.Series) -> str:

@@ -210,6 +210,17 @@ def test_duplicate_keys_name_the_rows_and_keys(schema, make_quotes):
     )
 
 
+def test_duplicate_keys_with_a_missing_code_or_date_are_reported(schema, make_quotes):
+    # Found by tests/ingest/test_fuzz_quote_files.py (a Parquet file with an all-null code column): pandera counts
+    # missing keys as equal, and writing the report raised TypeError, since astype(str) keeps a missing value missing.
+    frame = make_quotes({"Code": None}, {"Code": None}, {"Date": None}, {"Date": None})
+    error = structural(schema, frame)
+    assert str(error) == (
+        "prices.csv: duplicate (Code, Date) keys in 4 rows: row 1 (no code 2024-01-04), row 2 (no code 2024-01-04), "
+        "row 3 (1301 no date), row 4 (1301 no date)"
+    )
+
+
 def test_structural_errors_win_over_row_anomalies(schema, make_quotes):
     # A duplicate key makes the chunk unusable even if another row would only be quarantined.
     frame = make_quotes({}, {"Close": np.nan, "Code": "1302"}, {})

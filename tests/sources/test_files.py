@@ -263,6 +263,31 @@ def test_lowercase_code_in_the_header_is_reported_as_case_only(tmp_path):
     assert "Found ['code', 'date'" in message
 
 
+def test_a_mapped_column_twice_in_a_csv_header_is_refused(tmp_path):
+    # Found by tests/ingest/test_fuzz_quote_files.py: a name given twice passed the header check. The CSV reader then
+    # loaded the first of the two columns without a word; from Parquet, both came through and the chunk failed with
+    # a ValueError (two Close columns) that the ingest does not expect from a source.
+    path = write_csv(tmp_path / "quotes.csv", [r + ",10.4" for r in ROWS], HEADER + ",close")
+    with pytest.raises(SourceError) as info:
+        read(make_source(path))
+    assert str(info.value) == (
+        f"{path}: mapped column(s) appear more than once: 'close' 2 times. "
+        "Found ['ticker', 'date', 'open', 'high', 'low', 'close', 'volume', 'close']; "
+        "each mapped column must appear once."
+    )
+
+
+def test_a_mapped_column_twice_in_a_parquet_file_is_refused(tmp_path):
+    frame = frame_of()
+    table = pa.Table.from_arrays([*pa.Table.from_pandas(frame).columns, pa.array(frame["ticker"])], [*frame, "ticker"])
+    path = tmp_path / "quotes.parquet"
+    pq.write_table(table, path)
+    with pytest.raises(
+        SourceError, match=re.escape(f"{path}: mapped column(s) appear more than once: 'ticker' 2 times")
+    ):
+        read(make_source(path))
+
+
 def test_unmapped_extra_column(tmp_path):
     path = write_csv(tmp_path / "quotes.csv", [r + ",10.4" for r in ROWS], HEADER + ",adj_close")
     with pytest.raises(SourceError) as info:
@@ -396,6 +421,51 @@ def test_unparseable_date_names_row_and_value(tmp_path):
     with pytest.raises(SourceError) as info:
         read(make_source(path))
     assert str(info.value) == (f"{path}: column 'date' (Date) has 1 value(s) that are not dates: row 2: '2018-13-45'")
+
+
+SPAN = "outside 1677-09-23 .. 2262-04-09, the span a date can have here"
+
+
+@pytest.mark.parametrize("stamp", ["1001", "0099-01-01", "3000-01-02", "3000-01-02T05:00:00Z"])
+def test_a_date_a_nanosecond_timestamp_cannot_hold_is_refused_with_its_row(tmp_path, stamp):
+    # Found by tests/ingest/test_fuzz_quote_files.py (volumes swapped into the date column): pandas reads 1001 as the
+    # year 1001, and converting it to nanoseconds raised OutOfBoundsDatetime out of the source.
+    # Alone in its column, since pandas infers the format from the first value: a volume beside real dates is not
+    # a date at all.
+    path = write_csv(tmp_path / "quotes.csv", [f"AAA,{stamp},10.5,12,10,11,200"])
+    with pytest.raises(SourceError) as info:
+        read(make_source(path))
+    assert str(info.value) == f"{path}: column 'date' (Date) has 1 date(s) {SPAN}: row 1: {stamp!r}"
+
+
+def parquet_with_dates(path, dates: pa.Array):
+    # Without the pandas metadata, which would convert the new column back to the frame's text dates.
+    table = pa.Table.from_pandas(frame_of(), preserve_index=False).replace_schema_metadata()
+    pq.write_table(table.set_column(1, "date", dates), path)
+    return path
+
+
+@pytest.mark.parametrize("zone", [None, "UTC"])
+@pytest.mark.parametrize("year", ["3000", "11103"])  # 11103: past what a Python datetime holds
+def test_a_parquet_timestamp_a_nanosecond_timestamp_cannot_hold_is_refused(tmp_path, zone, year):
+    # Found by tests/ingest/test_fuzz_quote_files.py, as for CSV; year 11103 came from damaged bytes, and a tz-aware
+    # stamp that far out made even the error message raise (NotImplementedError).
+    days = np.array(["2018-01-02", f"{year}-01-02", "2018-01-02", "2018-01-03"], dtype="datetime64[s]")
+    path = parquet_with_dates(tmp_path / "quotes.parquet", pa.array(days.astype("int64")).cast(pa.timestamp("s", zone)))
+    with pytest.raises(SourceError) as info:
+        read(make_source(path))
+    shown = f"'{year}-01-02 00:00:00" + (" UTC'" if zone else "'")
+    assert str(info.value) == f"{path}: column 'date' (Date) has 1 date(s) {SPAN}: row 2: {shown}"
+
+
+def test_a_parquet_date_past_the_year_9999_is_refused(tmp_path):
+    # Found by tests/ingest/test_fuzz_quote_files.py (damaged bytes): Arrow's conversion to pandas raised a bare
+    # ValueError out of the source.
+    far = int((np.datetime64("49842-01-01") - np.datetime64("1970-01-01")).astype("int64"))
+    days = pa.array([17533, far, 17533, 17534], pa.int32()).cast(pa.date32())
+    path = parquet_with_dates(tmp_path / "quotes.parquet", days)
+    with pytest.raises(SourceError, match=re.escape(f"{path}: cannot read as parquet: year 49842 is out of range")):
+        read(make_source(path))
 
 
 def test_source_has_no_listings_and_an_open_window(tmp_path):
