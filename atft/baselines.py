@@ -1,8 +1,9 @@
-"""Reference signals a model has to beat on the same days: ridge on the CS-Z features, the 5-day reversal factor,
-and, on a synthetic market, the oracle (the true expected forward returns).
+"""Reference signals a model has to beat on the same days: ridge and LightGBM on the CS-Z features, the 5-day
+reversal factor, and, on a synthetic market, the oracle (the true expected forward returns).
 
 Each gives dense ``[days, stocks, horizons]`` scores aligned with a :class:`FeatureArrays`, so they go through the
-same metrics as a model's predictions. Ridge is fitted on training rows only, with the models' label purge.
+same metrics as a model's predictions. Ridge and LightGBM are fitted on training rows only, with the models' label
+purge; LightGBM early-stops on the validation rows the model early-stops on.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from datetime import date
 
 import duckdb
+import lightgbm
 import numpy as np
 import pandas as pd
 
@@ -18,6 +20,24 @@ from atft.data.arrays import FeatureArrays
 from schemas.manifest import FeatureManifest
 
 RIDGE_ALPHA = 10.0
+# Qlib's Alpha158 LightGBM configuration (examples/benchmarks/LightGBM), a careful quant's first try and not tuned
+# here on any test day; bagging_freq makes its subsample take effect, and the thread count is the caller's.
+LIGHTGBM_PARAMS: dict[str, object] = {
+    "objective": "mse",
+    "learning_rate": 0.2,
+    "colsample_bytree": 0.8879,
+    "subsample": 0.8789,
+    "bagging_freq": 1,
+    "lambda_l1": 205.6999,
+    "lambda_l2": 580.9768,
+    "max_depth": 8,
+    "num_leaves": 210,
+    "seed": 7,
+    "deterministic": True,
+    "verbosity": -1,
+}
+LIGHTGBM_ROUNDS = 1000
+LIGHTGBM_PATIENCE = 50  # rounds without a better validation loss before stopping, as Qlib
 REVERSAL_FEATURE = "ret_5d_cs_z"
 
 
@@ -32,16 +52,20 @@ def dense_rows(arrays: FeatureArrays, days: Sequence[int]) -> tuple[np.ndarray, 
     return arrays.x[days], np.where(mask, arrays.targets[days], np.nan), mask
 
 
-def fit_ridge(arrays: FeatureArrays, train: Sequence[int], columns: list[int], horizon: int) -> np.ndarray:
-    """Closed-form ridge weights on ``columns`` for one target horizon, from training rows only.
-
-    The same purge as the models': no label whose horizon reaches past the last training day.
-    """
-    x, y, mask = dense_rows(arrays, train)
+def labelled_rows(
+    arrays: FeatureArrays, days: Sequence[int], columns: list[int], horizon: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs ``columns`` and CS-Z labels at ``horizon`` of the stock-days of ``days`` whose label is valid and
+    ends on or before the last of ``days``: the models' purge, so no label reaches past the window."""
+    x, y, mask = dense_rows(arrays, days)
     k = arrays.horizons.index(horizon)
-    rows = mask[..., k] & (np.asarray(train) + horizon <= train[-1])[:, None]
-    features = x[rows][:, columns].astype(np.float64)
-    target = y[..., k][rows].astype(np.float64)
+    rows = mask[..., k] & (np.asarray(days) + horizon <= days[-1])[:, None]
+    return x[rows][:, columns].astype(np.float64), y[..., k][rows].astype(np.float64)
+
+
+def fit_ridge(arrays: FeatureArrays, train: Sequence[int], columns: list[int], horizon: int) -> np.ndarray:
+    """Closed-form ridge weights on ``columns`` for one target horizon, from training rows only."""
+    features, target = labelled_rows(arrays, train, columns, horizon)
     gram = features.T @ features + RIDGE_ALPHA * np.eye(len(columns))
     return np.linalg.solve(gram, features.T @ target)
 
@@ -52,6 +76,55 @@ def ridge_scores(
     """[D, S, H] ridge scores on ``arrays``' ``days``, one fit per horizon on ``fit_arrays``' ``train`` days."""
     x = arrays.x[days][..., columns]
     return np.stack([x @ fit_ridge(fit_arrays, train, columns, h) for h in fit_arrays.horizons], axis=-1)
+
+
+def fit_lightgbm(
+    arrays: FeatureArrays, train: Sequence[int], valid: Sequence[int], columns: list[int], horizon: int,
+    threads: int = 0,
+) -> lightgbm.Booster:  # fmt: skip
+    """LightGBM on ``columns`` for one horizon: fitted on the training rows, early-stopped on the validation rows,
+    each window purged as the models' are. ``threads`` 0 is LightGBM's default (OpenMP's)."""
+    x, y = labelled_rows(arrays, train, columns, horizon)
+    xv, yv = labelled_rows(arrays, valid, columns, horizon)
+    if not len(y) or not len(yv):
+        raise ValueError(f"LightGBM at {horizon}d: {len(y)} training and {len(yv)} validation rows have a label")
+    train_set = lightgbm.Dataset(x, y)
+    return lightgbm.train(
+        {**LIGHTGBM_PARAMS, "num_threads": threads},
+        train_set,
+        num_boost_round=LIGHTGBM_ROUNDS,
+        valid_sets=[lightgbm.Dataset(xv, yv, reference=train_set)],
+        callbacks=[lightgbm.early_stopping(LIGHTGBM_PATIENCE, verbose=False)],
+    )
+
+
+def lightgbm_scores(
+    fit_arrays: FeatureArrays, train: Sequence[int], valid: Sequence[int], arrays: FeatureArrays,
+    days: Sequence[int], columns: list[int], threads: int = 0,
+) -> np.ndarray:  # fmt: skip
+    """[D, S, H] LightGBM scores on ``arrays``' ``days``, one booster per horizon fitted on ``fit_arrays``."""
+    x = arrays.x[days][..., columns]
+    flat = x.reshape(-1, len(columns)).astype(np.float64)
+    scores = []
+    for h in fit_arrays.horizons:
+        booster = fit_lightgbm(fit_arrays, train, valid, columns, h, threads)
+        scores.append(booster.predict(flat, num_iteration=booster.best_iteration).reshape(x.shape[:2]))
+    return np.stack(scores, axis=-1)
+
+
+BASELINES = ("ridge", "lightgbm")
+
+
+def baseline_scores(
+    name: str, fit_arrays: FeatureArrays, train: Sequence[int], valid: Sequence[int], arrays: FeatureArrays,
+    days: Sequence[int], columns: list[int], threads: int = 0,
+) -> np.ndarray:  # fmt: skip
+    """[D, S, H] scores of the fitted baseline ``name`` (one of :data:`BASELINES`) on ``arrays``' ``days``."""
+    if name == "ridge":
+        return ridge_scores(fit_arrays, train, arrays, days, columns)
+    if name == "lightgbm":
+        return lightgbm_scores(fit_arrays, train, valid, arrays, days, columns, threads)
+    raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
 
 
 def reversal_scores(arrays: FeatureArrays, days: Sequence[int]) -> np.ndarray:

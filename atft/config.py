@@ -286,6 +286,13 @@ class EvaluationConfig(_Strict):
     )
     champion_metric: str = "rank_ic_5d"  # the challenger must beat the champion on this, on the same window
     champion_tolerance: float = Field(0.005, ge=0)  # ... or trail it by at most this much
+    # Baselines fitted on the challenger's own training window and scored on the same evaluation window; the
+    # challenger must beat each on champion_metric by at least baseline_margin. Off in the library (the fixtures of
+    # tests have no room for them); the demo and S&P configs list both.
+    baselines: list[Literal["ridge", "lightgbm"]] = []
+    # 0: the challenger must be at least as good as each baseline. A positive margin would sit inside the noise of a
+    # 60-day mean RankIC (about 0.01 on real prices) and reject models that are as good at random.
+    baseline_margin: float = Field(0.0, ge=0)
     portfolio: PortfolioConfig = PortfolioConfig()
 
 

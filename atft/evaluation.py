@@ -17,11 +17,13 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from atft.config import PipelineConfig
+from atft.baselines import baseline_scores, csz_columns, dense_rows
+from atft.config import ModelConfig, PipelineConfig
 from atft.data.arrays import FeatureArrays, load_arrays
 from atft.data.dataset import DayDataset, day_loader, history_days
 from atft.metrics import evaluate_predictions
 from atft.models import ContractModel
+from atft.training.session import Windows, prepare_data
 from atft.training.trainer import predict, select_device
 from schemas.manifest import FeatureManifest
 
@@ -65,10 +67,7 @@ def evaluate_model(
     Windows and graphs follow the model's own settings, as trained (a champion may predate a config change).
     """
     lookback = model.config.lookback
-    arrays = load_arrays(con, manifest, start, end, history=history_days(model.config))
-    days = [i for i, d in enumerate(arrays.dates.date) if start <= d <= end and i >= lookback - 1]
-    if not days:
-        raise ValueError(f"{manifest.table_name} has no day in {start}..{end} with {lookback - 1} earlier days")
+    arrays, days = _window(con, manifest, model.config, start, end)
     # Labels up to the horizon past the last day: realised ones count, unrealised ones are already invalid.
     dataset = DayDataset(arrays, days, lookback, model.config.graph, label_cutoff=days[-1] + max(arrays.horizons))
     loader = day_loader(dataset, config.train.days_per_batch, shuffle=False)
@@ -76,6 +75,48 @@ def evaluate_model(
     returns = arrays.forward_returns[days]
     metrics = evaluate_predictions(pred, label, mask, arrays.horizons, config.evaluation.portfolio, returns=returns)
     return Evaluation(start, end, metrics, predictions_frame(arrays, days, pred))
+
+
+def evaluate_baselines(
+    con: duckdb.DuckDBPyConnection,
+    manifest: FeatureManifest,
+    config: PipelineConfig,
+    windows: Windows,
+    start: date,
+    end: date,
+    threads: int = 0,
+) -> dict[str, dict[str, float]]:
+    """The metrics of each of ``config.evaluation.baselines`` on [start, end], as :func:`evaluate_model`'s.
+
+    Each is fitted on the training days the model trained on (``prepare_data`` of the same ``windows``, the same
+    purge) and early-stopped, where it stops early, on the same validation days; it is judged on the same stock-days
+    and CS-Z labels as the model, with the same book.
+    """
+    training = prepare_data(con, manifest, config, windows)
+    arrays, days = _window(con, manifest, config.model, start, end)
+    _, label, mask = dense_rows(arrays, days)
+    returns = arrays.forward_returns[days]
+    columns = csz_columns(manifest)
+    results = {}
+    for name in config.evaluation.baselines:
+        scores = baseline_scores(
+            name, training.arrays, training.train_days, training.valid.days, arrays, days, columns, threads
+        )
+        results[name] = evaluate_predictions(
+            scores, label, mask, arrays.horizons, config.evaluation.portfolio, returns=returns
+        )
+    return results
+
+
+def _window(
+    con: duckdb.DuckDBPyConnection, manifest: FeatureManifest, model: ModelConfig, start: date, end: date
+) -> tuple[FeatureArrays, list[int]]:
+    """The arrays of [start, end] with the model's history, and its days that have a full lookback."""
+    arrays = load_arrays(con, manifest, start, end, history=history_days(model))
+    days = [i for i, d in enumerate(arrays.dates.date) if start <= d <= end and i >= model.lookback - 1]
+    if not days:
+        raise ValueError(f"{manifest.table_name} has no day in {start}..{end} with {model.lookback - 1} earlier days")
+    return arrays, days
 
 
 def predictions_frame(arrays: FeatureArrays, days: list[int], pred: np.ndarray) -> pd.DataFrame:

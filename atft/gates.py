@@ -5,7 +5,8 @@ A gate is a string ``"<metric> <op> <bound>"`` (``rank_ic_5d >= 0.01``) over the
 hard rules always apply, whatever the config says: predictions must be finite for every masked-in stock-day, and
 must vary across stocks at every horizon (a collapsed model once shipped with prediction std 0). A NaN metric
 never passes. When a champion exists, the challenger must match it on ``champion_metric`` (within the tolerance)
-on the same evaluation window.
+on the same evaluation window, and it must beat each of ``baselines`` (fitted on its own training window, scored on
+the same evaluation window) on ``champion_metric`` by at least ``baseline_margin``.
 """
 
 from __future__ import annotations
@@ -113,17 +114,23 @@ def evaluate_gates(
     config: EvaluationConfig,
     horizons: Sequence[int],
     champion_metrics: Mapping[str, float] | None = None,
+    baseline_metrics: Mapping[str, Mapping[str, float]] | None = None,
 ) -> GateReport:
     """Judge a challenger's ``metrics`` (from :func:`atft.metrics.evaluate_predictions`).
 
     Lines, in order: finite predictions; non-constant predictions per horizon; each configured gate; the champion
-    comparison. ``champion_metrics`` must come from the champion scored on the same window; None means there is
-    no champion yet, which passes.
+    comparison; one line per configured baseline. ``champion_metrics`` must come from the champion scored on the
+    same window; None means there is no champion yet, which passes. ``baseline_metrics`` are
+    :func:`atft.evaluation.evaluate_baselines`' on the same window, one entry per ``config.baselines`` name.
     """
     specs = parse_gates(config, horizons)
+    missing = [name for name in config.baselines if name not in (baseline_metrics or {})]
+    if missing:
+        raise ValueError(f"evaluation.baselines lists {missing} but no metrics were given for them")
     lines = [_finite_rule(metrics), *(_constant_rule(metrics, h) for h in horizons)]
     lines += [_gate_line(spec, _metric(metrics, spec.metric)) for spec in specs]
     lines.append(_champion_line(metrics, champion_metrics, config, horizons))
+    lines += [_baseline_line(metrics, name, baseline_metrics[name], config, horizons) for name in config.baselines]
     return GateReport(tuple(lines))
 
 
@@ -198,6 +205,30 @@ def _champion_line(
         passed = _OPERATORS[op][0](challenger, bound)
         verdict = "pass" if passed else f"worse than the champion by more than the tolerance (needs {op} {bound:.4g})"
     return GateLine(f"champion {name}", name, challenger, bound, passed, f"{values}: {verdict}")
+
+
+def _baseline_line(
+    metrics: Mapping[str, float],
+    baseline: str,
+    baseline_metrics: Mapping[str, float],
+    config: EvaluationConfig,
+    horizons: Sequence[int],
+) -> GateLine:
+    name, margin = config.champion_metric, config.baseline_margin
+    challenger, reference = _metric(metrics, name), _metric(baseline_metrics, name)
+    lower_better = parse_metric_name(name, horizons)[0] in LOWER_IS_BETTER
+    op = "<=" if lower_better else ">="
+    bound = reference - margin if lower_better else reference + margin
+    values = f"challenger {name} = {challenger:.4g}, {baseline} {reference:.4g}, margin {margin:g}"
+    if math.isnan(challenger):
+        passed, verdict = False, "the challenger's value is NaN, which never passes"
+    elif math.isnan(reference):
+        # As for a champion: a baseline that cannot be measured (constant scores) holds nothing back.
+        passed, verdict = True, f"{baseline}'s value is NaN (constant scores), so it holds nothing back: pass"
+    else:
+        passed = _OPERATORS[op][0](challenger, bound)
+        verdict = "pass" if passed else f"does not beat {baseline} by the margin (needs {op} {bound:.4g})"
+    return GateLine(f"baseline {baseline} {name}", name, challenger, bound, passed, f"{values}: {verdict}")
 
 
 def _metric(metrics: Mapping[str, float], name: str) -> float:

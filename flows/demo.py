@@ -82,6 +82,10 @@ def _print_run(settings: PipelineConfig, as_of: date, outcome: str, message: str
         f"held-out  RankIC {h}d {_fmt(metrics[f'rank_ic_{h}d'])} (oracle {_fmt(oracle)}), "
         f"long-short Sharpe {_fmt(metrics[f'ls_sharpe_{h}d'])}, max drawdown {_fmt(metrics[f'max_drawdown_{h}d'])}"
     )
+    baselines = json.loads((evaluation / "baselines.json").read_text())
+    for name, values in baselines.items():
+        print(f"baseline  {name}: RankIC {h}d {_fmt(values[f'rank_ic_{h}d'])}, "
+              f"long-short Sharpe {_fmt(values[f'ls_sharpe_{h}d'])}")  # fmt: skip
     for line in gates["gates"]:
         print(f"  {'pass' if line['passed'] else 'FAIL'}  {line['reason']}")
     print(f"outcome   {outcome}: {message}")

@@ -5,7 +5,8 @@
 
 ``model_ref`` is what ``train`` returned. The challenger's metrics, gate report and predictions are written
 next to its staged weights; the flow returns their paths and the verdict, never the predictions themselves.
-Artifacts: one metrics table per horizon (challenger and champion side by side) and the gate table.
+Artifacts: one metrics table per horizon (challenger, champion and the ``evaluation.baselines`` side by side) and
+the gate table.
 """
 
 from __future__ import annotations
@@ -23,18 +24,18 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from atft.config import PipelineConfig, load_config
-from atft.evaluation import Evaluation, evaluate_model
+from atft.evaluation import Evaluation, evaluate_baselines, evaluate_model
 from atft.gates import evaluate_gates, parse_gates
 from atft.metrics import HORIZON_METRICS
 from atft.registry import CheckpointRefused, EmptyRegistry, Registry, RegistryError
-from atft.training.session import load_staged
+from atft.training.session import Windows, load_staged
 from atft.warehouse import Warehouse
 from flows.cli import run_flow
 from flows.naming import named_by_config
 from flows.train import check_feature_contract
 from schemas.manifest import FeatureManifest
 
-EVALUATION_DIR = "evaluation"  # inside the staged directory: metrics.json, gates.json, predictions.parquet
+EVALUATION_DIR = "evaluation"  # in the staged directory: metrics.json, baselines.json, gates.json, predictions.parquet
 
 
 def _key(config: str, suffix: str) -> str:
@@ -85,6 +86,31 @@ def score_champion(
     return {"version": champion.version, "metrics": result.metrics}
 
 
+@task(name="score-baselines", cache_policy=NO_CACHE, timeout_seconds=3600)
+def score_baselines(
+    config: str, model_ref: dict[str, Any], eval_start: date, eval_end: date, warehouse: str | None
+) -> dict[str, dict[str, float]]:
+    """Each of ``evaluation.baselines`` fitted on the challenger's own training window, scored on the same window."""
+    settings = load_config(config)
+    if not settings.evaluation.baselines:
+        return {}
+    manifest = FeatureManifest.read(model_ref["manifest_path"])
+    windows = Windows(**{k: _as_date(v) for k, v in model_ref["windows"].items()})
+    with Warehouse.of(settings.warehouse, warehouse, read_only=True) as wh:
+        results = evaluate_baselines(wh.con, manifest, settings, windows, eval_start, eval_end)
+    h = settings.train.primary_horizon
+    for name, metrics in results.items():
+        get_run_logger().info(
+            "baseline %s on %s..%s: RankIC %dd %.4f, long-short Sharpe %.2f",
+            name, eval_start, eval_end, h, metrics[f"rank_ic_{h}d"], metrics[f"ls_sharpe_{h}d"],
+        )  # fmt: skip
+    return results
+
+
+def _as_date(value: date | str) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(value)
+
+
 def _log_summary(who: str, result: Evaluation, settings: PipelineConfig) -> None:
     h = settings.train.primary_horizon
     m = result.metrics
@@ -96,15 +122,19 @@ def _log_summary(who: str, result: Evaluation, settings: PipelineConfig) -> None
 
 
 def _metric_tables(
-    config: str, metrics: dict[str, float], champion: dict[str, Any] | None, horizons: list[int]
+    config: str,
+    metrics: dict[str, float],
+    champion: dict[str, Any] | None,
+    baselines: dict[str, dict[str, float]],
+    horizons: list[int],
 ) -> None:
+    columns = {"challenger": metrics, **baselines}
+    if champion is not None:
+        columns[f"champion {champion['version']}"] = champion["metrics"]
     for h in horizons:
         rows = []
         for base in HORIZON_METRICS:
-            row = {"metric": base, "challenger": _number(metrics[f"{base}_{h}d"])}
-            if champion is not None:
-                row[f"champion {champion['version']}"] = _number(champion["metrics"][f"{base}_{h}d"])
-            rows.append(row)
+            rows.append({"metric": base} | {who: _number(m[f"{base}_{h}d"]) for who, m in columns.items()})
         create_table_artifact(key=_key(config, f"metrics-{h}d"), table=rows, description=f"Held-out metrics, {h}d")
 
 
@@ -126,11 +156,17 @@ def evaluate(
     check_feature_contract(config, model_ref, warehouse)
     metrics = score_challenger(config, model_ref, eval_start, eval_end, warehouse)
     champion = score_champion(config, model_ref, eval_start, eval_end, warehouse)
-    report = evaluate_gates(metrics, settings.evaluation, horizons, None if champion is None else champion["metrics"])
+    baselines = score_baselines(config, model_ref, eval_start, eval_end, warehouse)
+    report = evaluate_gates(
+        metrics, settings.evaluation, horizons, None if champion is None else champion["metrics"], baselines
+    )
     directory = Path(model_ref["staging_dir"]) / EVALUATION_DIR
     (directory / "metrics.json").write_text(json.dumps(_json_metrics(metrics), indent=2))
+    (directory / "baselines.json").write_text(
+        json.dumps({name: _json_metrics(m) for name, m in baselines.items()}, indent=2)
+    )
     (directory / "gates.json").write_text(json.dumps(report.to_dict(), indent=2))
-    _metric_tables(config, metrics, champion, horizons)
+    _metric_tables(config, metrics, champion, baselines, horizons)
     create_table_artifact(
         key=_key(config, "gates"),
         table=report.to_rows(),
@@ -144,6 +180,7 @@ def evaluate(
         "reasons": report.reasons(),
         "gates": report.to_dict(),
         "metrics_path": str(directory / "metrics.json"),
+        "baselines_path": str(directory / "baselines.json"),
         "gates_path": str(directory / "gates.json"),
         "predictions_path": str(directory / "predictions.parquet"),
         "champion": None if champion is None else champion["version"],

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
 
 import duckdb
 import numpy as np
 import pytest
 
+from atft import baselines
 from atft.config import (
     CSZConfig,
+    EvaluationConfig,
     FeaturesConfig,
     ModelConfig,
     PipelineConfig,
@@ -18,9 +21,13 @@ from atft.config import (
     UniverseConfig,
     WarehouseConfig,
 )
-from atft.evaluation import evaluate_model, evaluation_window
+from atft.data.arrays import load_arrays
+from atft.data.dataset import history_days
+from atft.evaluation import evaluate_baselines, evaluate_model, evaluation_window
 from atft.features.build import build_features
+from atft.gates import evaluate_gates
 from atft.ingest import ingest
+from atft.metrics import evaluate_predictions
 from atft.training.session import Windows, load_staged, prepare_data, stage, train_model
 from schemas.manifest import FeatureManifest
 
@@ -101,3 +108,49 @@ def test_predictions_frame_has_one_row_per_trading_stock_day(staged):
                                 date(2022, 12, 9))  # fmt: skip
     assert not result.predictions.duplicated(["Date", "Code"]).any()
     assert isinstance(result.predictions["Date"].iloc[0], date)
+
+
+def test_baselines_learn_only_from_the_models_training_and_validation_labels(staged, monkeypatch):
+    config, manifest, _, _ = staged
+    config = config.model_copy(update={"evaluation": EvaluationConfig(baselines=["ridge", "lightgbm"])})
+    with duckdb.connect(str(config.warehouse.path), read_only=True) as con:
+        model_data = prepare_data(con, manifest, config, WINDOWS)
+        seen, real = [], baselines.labelled_rows
+
+        def spy(arrays, days, columns, horizon):
+            # Plant a huge label on every stock-day whose label ends past the window: none may reach a fit.
+            k = arrays.horizons.index(horizon)
+            crossing = [d for d in days if d + horizon > days[-1]]
+            planted = arrays.targets.copy()
+            planted[crossing, :, k] = 1e6
+            features, target = real(dataclasses.replace(arrays, targets=planted), days, columns, horizon)
+            assert np.all(np.abs(target) < 1e3), f"a label crossing the window's end at {horizon}d was learnt"
+            seen.append(tuple(days))
+            return features, target
+
+        monkeypatch.setattr(baselines, "labelled_rows", spy)
+        results = evaluate_baselines(con, manifest, config, WINDOWS, date(2022, 11, 30), date(2022, 12, 28))
+    assert set(results) == {"ridge", "lightgbm"}
+    assert set(seen) == {tuple(model_data.train_days), tuple(model_data.valid.days)}
+
+
+def test_a_challenger_worse_than_ridge_is_rejected_naming_ridge_and_both_values(staged):
+    config, manifest, _, _ = staged
+    evaluation = EvaluationConfig(gates=[], baselines=["ridge"])
+    start, end = date(2022, 11, 30), date(2022, 12, 28)
+    with duckdb.connect(str(config.warehouse.path), read_only=True) as con:
+        ridge = evaluate_baselines(con, manifest, config.model_copy(update={"evaluation": evaluation}), WINDOWS,
+                                   start, end)["ridge"]  # fmt: skip
+        data = prepare_data(con, manifest, config, WINDOWS)
+        arrays = load_arrays(con, manifest, start, end, history=history_days(config.model))
+    days = [i for i, d in enumerate(arrays.dates.date) if start <= d <= end and i >= config.model.lookback - 1]
+    # The challenger: ridge's own scores turned upside down, so it ranks worse than ridge wherever ridge has skill.
+    anti = -baselines.ridge_scores(data.arrays, data.train_days, arrays, days, baselines.csz_columns(manifest))
+    _, label, mask = baselines.dense_rows(arrays, days)
+    challenger = evaluate_predictions(anti, label, mask, arrays.horizons, evaluation.portfolio,
+                                      returns=arrays.forward_returns[days])  # fmt: skip
+    assert ridge["rank_ic_5d"] > 0 > challenger["rank_ic_5d"]
+    report = evaluate_gates(challenger, evaluation, arrays.horizons, baseline_metrics={"ridge": ridge})
+    assert not report.passed
+    (reason,) = report.reasons()
+    assert "ridge" in reason and f"{challenger['rank_ic_5d']:.4g}" in reason and f"{ridge['rank_ic_5d']:.4g}" in reason

@@ -106,3 +106,20 @@ def test_the_published_version_loads_against_the_feature_table(trained):
     with duckdb.connect(str(load_config(lenient).warehouse.path), read_only=True) as con:
         loaded = Registry(tmp / "registry").load(con=con)
     assert loaded.model.width == loaded.manifest.width
+
+
+def test_baselines_are_fitted_scored_shown_and_gate_the_challenger(trained, small_market, read_artifacts):
+    tmp, _, staged = trained
+    # A margin no model can clear, so the rejection is certain whatever the tiny market's numbers are.
+    config = small_market(tmp, "baselined", evaluation={"gates": [], "baselines": ["ridge", "lightgbm"],
+                                                        "baseline_margin": 2.0})  # fmt: skip
+    verdict = evaluate(config=config, model_ref=staged, **EVAL)
+    scored = json.loads(Path(verdict["baselines_path"]).read_text())
+    assert set(scored) == {"ridge", "lightgbm"} and all(-1 <= m["rank_ic_5d"] <= 1 for m in scored.values())
+    assert not verdict["passed"]
+    lines = {line["name"]: line for line in verdict["gates"]["gates"]}
+    for name in ("ridge", "lightgbm"):
+        line = lines[f"baseline {name} rank_ic_5d"]
+        assert not line["passed"] and f"{name} {scored[name]['rank_ic_5d']:.4g}" in line["reason"]
+    table = json.loads(read_artifacts("evaluate-baselined-metrics-5d")[0].data)
+    assert {"challenger", "ridge", "lightgbm"} <= set(table[0])
