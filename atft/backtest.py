@@ -8,9 +8,11 @@ after its as-of date and ends on the next one, so the stitched segments cover th
 every label a model learnt from ended on or before its as-of date (the purges of ``retrain_windows`` and
 ``DayDataset``).
 
-Each segment is scored against the same baselines as the model (ridge on the CS-Z features fitted on the window's
-training days, the 5-day reversal factor) and, on a synthetic market, the oracle. Signal metrics use the CS-Z labels
-the model learns; the long-short book trades the raw forward returns, as in :mod:`atft.evaluation`.
+Each segment is scored against the same baselines as the model (ridge and LightGBM on the CS-Z features fitted on
+the window's training days, LightGBM early-stopped on its validation days, the 5-day reversal factor), any other
+models asked for (the APEX baseline) trained on the same windows, and, on a synthetic market, the oracle. Signal
+metrics use the CS-Z labels the model learns; the long-short book trades the raw forward returns, as in
+:mod:`atft.evaluation`.
 """
 
 from __future__ import annotations
@@ -26,20 +28,38 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
+import torch
 
-from atft.baselines import csz_columns, dense_rows, oracle_scores, read_oracle, reversal_scores, ridge_scores
+from atft.baselines import (
+    csz_columns,
+    dense_rows,
+    lightgbm_scores,
+    oracle_scores,
+    read_oracle,
+    reversal_scores,
+    ridge_scores,
+)
 from atft.config import PipelineConfig, PortfolioConfig
 from atft.data.arrays import FeatureArrays, load_arrays
 from atft.data.dataset import DayDataset, day_loader, history_days
 from atft.evaluation import predictions_frame
 from atft.metrics import daily_ic, daily_rank_ic, evaluate_predictions, summarise
 from atft.training.session import TrainingData, prepare_data, train_model
-from atft.training.trainer import EpochRecord, predict, select_device
+from atft.training.trainer import EpochRecord, TrainResult, predict, select_device
 from atft.windows import RetrainWindows, retrain_windows
 from schemas.manifest import FeatureManifest
 
 # Scores stored per stock-day, by column prefix: the model, its label (CS-Z), the baselines and the oracle.
-SOURCES: dict[str, str] = {"model": "pred", "ridge": "ridge", "reversal": "reversal", "oracle": "oracle"}
+SOURCES: dict[str, str] = {
+    "model": "pred",
+    "apex": "apex",
+    "ridge": "ridge",
+    "lightgbm": "lightgbm",
+    "reversal": "reversal",
+    "ensemble": "ensemble",
+    "oracle": "oracle",
+}
+BASELINE_SOURCES: tuple[str, ...] = ("ridge", "lightgbm", "reversal")
 LABEL = "label"
 REPORTED_HORIZONS: tuple[int, ...] = (1, 5)
 
@@ -152,19 +172,31 @@ def run_window(
     config: PipelineConfig,
     window: BacktestWindow,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    also_train: Sequence[str] = (),
 ) -> WindowResult:
-    """Train the retrain's model, predict its OOS days, and score the baselines on the same stock-days."""
+    """Train the retrain's model, predict its OOS days, and score the baselines on the same stock-days.
+
+    ``also_train``: other model names (``apex``) trained on the same windows, each stored under its own name."""
     arrays, days = data.arrays, data.days
-    with TORCH_LOCK:
-        model, result = train_model(config, manifest, data.training, on_epoch)
-        dataset = DayDataset(arrays, days, config.model.lookback, config.model.graph)
-        loader = day_loader(dataset, config.train.days_per_batch, shuffle=False)
-        pred, _, _ = predict(model, loader, select_device(config.train.device))
+    pred, result = _train_and_predict(data, manifest, config, on_epoch)
+    training, columns = data.training, csz_columns(manifest)
     scores = {
         LABEL: dense_rows(arrays, days)[1],
-        "ridge": ridge_scores(data.training.arrays, data.training.train_days, arrays, days, csz_columns(manifest)),
+        "ridge": ridge_scores(training.arrays, training.train_days, arrays, days, columns),
+        "lightgbm": lightgbm_scores(
+            training.arrays,
+            training.train_days,
+            training.valid.days,
+            arrays,
+            days,
+            columns,
+            threads=torch.get_num_threads(),
+        ),
         "reversal": reversal_scores(arrays, days),
     }
+    for name in also_train:
+        other = config.model_copy(update={"model": config.model.model_copy(update={"name": name})})
+        scores[name] = _train_and_predict(data, manifest, other, None)[0]
     if data.oracle is not None:
         scores["oracle"] = oracle_scores(arrays, days, data.oracle)
     frame = predictions_frame(arrays, days, pred)
@@ -174,6 +206,67 @@ def run_window(
         frame[columns] = predictions_frame(arrays, days, values)[model_columns].to_numpy()
     frame.insert(0, "window", window.index)
     return WindowResult(frame, result.best_epoch, len(result.history), result.best_valid_rank_ic, result.collapsed)
+
+
+def _train_and_predict(
+    data: WindowData, manifest: FeatureManifest, config: PipelineConfig, on_epoch: Callable[[EpochRecord], None] | None
+) -> tuple[np.ndarray, TrainResult]:
+    with TORCH_LOCK:
+        model, result = train_model(config, manifest, data.training, on_epoch)
+        dataset = DayDataset(data.arrays, data.days, config.model.lookback, config.model.graph)
+        loader = day_loader(dataset, config.train.days_per_batch, shuffle=False)
+        pred, _, _ = predict(model, loader, select_device(config.train.device))
+    return pred, result
+
+
+def add_rank_average(frame: pd.DataFrame, members: Sequence[str], horizons: Sequence[int]) -> pd.DataFrame:
+    """``ensemble_<h>d``: per day, the equal-weight mean of the members' percentile ranks (prefixes of SOURCES)."""
+    out = frame.copy()
+    for h in horizons:
+        ranks = [out.groupby("Date")[f"{SOURCES[m]}_{h}d"].rank(pct=True) for m in members]
+        out[f"ensemble_{h}d"] = pd.concat(ranks, axis=1).mean(axis=1, skipna=False)
+    return out
+
+
+def block_bootstrap_interval(
+    difference: np.ndarray, block: int, level: float = 0.9, draws: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of a daily ``difference`` series and its ``level`` interval from a moving-block bootstrap over days.
+
+    Blocks of ``block`` consecutive days (at least the label horizon, so that overlapping labels stay together)
+    are drawn with replacement until the series' length is covered. NaN days are dropped first."""
+    values = difference[np.isfinite(difference)]
+    n = len(values)
+    if n < 2 * block:
+        return (float(values.mean()) if n else math.nan, math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    per_draw = -(-n // block)
+    starts = rng.integers(0, n - block + 1, size=(draws, per_draw))
+    index = (starts[..., None] + np.arange(block)).reshape(draws, -1)[:, :n]
+    means = values[index].mean(axis=1)
+    tail = (1 - level) / 2
+    return float(values.mean()), float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+
+
+def rank_ic_differences(
+    daily: pd.DataFrame, horizons: Sequence[int], level: float = 0.9, seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """Per horizon: each source's daily RankIC minus that of the best baseline (highest mean RankIC of
+    :data:`BASELINE_SOURCES`), with a :func:`block_bootstrap_interval` whose block is max(horizon, 5) days."""
+    out = {}
+    for h in horizons:
+        present = [s for s in SOURCES if f"{s}_rank_ic_{h}d" in daily]
+        baselines = [s for s in BASELINE_SOURCES if s in present]
+        best = max(baselines, key=lambda s: np.nanmean(daily[f"{s}_rank_ic_{h}d"]))
+        rows = {}
+        for source in present:
+            if source == best:
+                continue
+            diff = (daily[f"{source}_rank_ic_{h}d"] - daily[f"{best}_rank_ic_{h}d"]).to_numpy()
+            mean, low, high = block_bootstrap_interval(diff, max(h, 5), level, seed=seed)
+            rows[source] = {"mean": mean, "low": low, "high": high}
+        out[f"{h}d"] = {"best_baseline": best, "level": level, "differences": rows}
+    return out
 
 
 def stitch(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:

@@ -8,6 +8,7 @@ purge; LightGBM early-stops on the validation rows the model early-stops on.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import date
 
@@ -38,6 +39,8 @@ LIGHTGBM_PARAMS: dict[str, object] = {
 }
 LIGHTGBM_ROUNDS = 1000
 LIGHTGBM_PATIENCE = 50  # rounds without a better validation loss before stopping, as Qlib
+LIGHTGBM_FALLBACK_ROUNDS = 100
+log = logging.getLogger(__name__)
 REVERSAL_FEATURE = "ret_5d_cs_z"
 
 
@@ -86,11 +89,17 @@ def fit_lightgbm(
     each window purged as the models' are. ``threads`` 0 is LightGBM's default (OpenMP's)."""
     x, y = labelled_rows(arrays, train, columns, horizon)
     xv, yv = labelled_rows(arrays, valid, columns, horizon)
-    if not len(y) or not len(yv):
-        raise ValueError(f"LightGBM at {horizon}d: {len(y)} training and {len(yv)} validation rows have a label")
+    if not len(y):
+        raise ValueError(f"LightGBM at {horizon}d: no training row has a label ({len(train)} training days)")
     train_set = lightgbm.Dataset(x, y)
+    params = {**LIGHTGBM_PARAMS, "num_threads": threads}
+    if not len(yv):
+        # A validation window shorter than the horizon has no label to stop on: a fixed, short fit instead.
+        log.warning("LightGBM at %dd: no validation label in %d days; %d rounds without early stopping",
+                    horizon, len(valid), LIGHTGBM_FALLBACK_ROUNDS)  # fmt: skip
+        return lightgbm.train(params, train_set, num_boost_round=LIGHTGBM_FALLBACK_ROUNDS)
     return lightgbm.train(
-        {**LIGHTGBM_PARAMS, "num_threads": threads},
+        params,
         train_set,
         num_boost_round=LIGHTGBM_ROUNDS,
         valid_sets=[lightgbm.Dataset(xv, yv, reference=train_set)],

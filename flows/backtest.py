@@ -192,7 +192,7 @@ def _publish(config: str, summary: dict[str, Any], header: str) -> None:
     create_table_artifact(
         key=_key(config, "windows"),
         table=[{k: row[k] for k in shown} | {k: _round(row.get(k)) for k in rank_ics} for row in summary["windows"]],
-        description="Retrains of the backtest: windows and OOS RankIC of the model, ridge, reversal and oracle",
+        description="Retrains of the backtest: windows and OOS RankIC of the model and the baselines",
     )
     metrics = [f"{m}_{h}d" for h in horizons for m in ("ic", "rank_ic", "rank_icir", "ls_sharpe", "ls_annual_return",
                                                           "max_drawdown")]  # fmt: skip

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from atft.backtest import plan_backtest, stitch
+from atft.backtest import add_rank_average, block_bootstrap_interval, plan_backtest, rank_ic_differences, stitch
 from atft.config import PipelineConfig, SyntheticSourceConfig
 from atft.windows import retrain_windows
 
@@ -73,3 +74,43 @@ def test_stitching_refuses_a_stock_day_predicted_twice():
         stitch([first, second])
     stitched = stitch([second.iloc[1:], first])
     assert list(stitched["Date"]) == DATES[1:4] and list(stitched["window"]) == [0, 0, 1]
+
+
+def test_the_bootstrap_interval_covers_the_mean_and_widens_with_autocorrelated_days():
+    rng = np.random.default_rng(3)
+    white = rng.normal(0.01, 0.1, 500)
+    mean, low, high = block_bootstrap_interval(white, block=5)
+    assert mean == pytest.approx(white.mean()) and low < mean < high
+    # Overlapping 20-day labels make neighbouring days alike: longer blocks keep that, and the interval widens.
+    smooth = np.convolve(rng.normal(0.0, 0.1, 520), np.ones(20) / 20, mode="valid")[:500]
+    _, short_low, short_high = block_bootstrap_interval(smooth, block=1)
+    _, long_low, long_high = block_bootstrap_interval(smooth, block=20)
+    assert long_high - long_low > 2 * (short_high - short_low)
+    assert np.isnan(block_bootstrap_interval(white[:15], block=10)[1])  # too few days for two blocks
+
+
+def test_differences_are_taken_against_the_best_baseline_day_by_day():
+    days = pd.date_range("2024-01-01", periods=200)
+    rng = np.random.default_rng(0)
+    daily = pd.DataFrame({"model_rank_ic_5d": rng.normal(0.05, 0.05, 200),
+                          "ridge_rank_ic_5d": rng.normal(0.02, 0.05, 200),
+                          "lightgbm_rank_ic_5d": rng.normal(0.01, 0.05, 200),
+                          "reversal_rank_ic_5d": rng.normal(0.0, 0.05, 200)}, index=days)  # fmt: skip
+    block = rank_ic_differences(daily, [5])["5d"]
+    assert block["best_baseline"] == "ridge" and "ridge" not in block["differences"]
+    model = block["differences"]["model"]
+    assert model["mean"] == pytest.approx((daily["model_rank_ic_5d"] - daily["ridge_rank_ic_5d"]).mean())
+    assert 0 < model["low"] < model["mean"] < model["high"]
+
+
+def test_the_rank_average_is_the_mean_of_each_days_percentile_ranks():
+    frame = pd.DataFrame(
+        {
+            "Date": [1, 1, 1, 2, 2, 2],
+            "Code": list("abcabc"),
+            "pred_5d": [3.0, 2.0, 1.0, 1.0, 2.0, 3.0],
+            "ridge_5d": [30.0, 10.0, 20.0, 1.0, 2.0, 3.0],
+        }
+    )
+    out = add_rank_average(frame, ["model", "ridge"], [5])
+    assert out["ensemble_5d"].tolist() == pytest.approx([1.0, 0.5, 0.5, 1 / 3, 2 / 3, 1.0])

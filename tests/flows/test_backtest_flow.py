@@ -105,7 +105,7 @@ def test_artifacts_report_each_window_and_the_summary(threads_run, read_artifact
         windows[0]
     )
     rows = json.loads(read_artifacts("backtest-replay-summary")[0].data)
-    assert [row["source"] for row in rows] == [*SOURCES, "model / oracle"]
+    assert [row["source"] for row in rows] == ["model", "ridge", "lightgbm", "reversal", "oracle", "model / oracle"]
     assert "model RankIC / oracle RankIC" in read_artifacts("backtest-replay-report")[0].data
 
 

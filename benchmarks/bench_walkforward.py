@@ -1,0 +1,199 @@
+"""Walk-forward benchmark on real prices: the production rolling retrains replayed, every model on the same days.
+
+    .venv/bin/python benchmarks/bench_walkforward.py                       # deployments/sp500.yaml, 2016..2018-01
+    .venv/bin/python benchmarks/bench_walkforward.py --start 2017-06-01 --step 60 --epochs 1   # the cheap setting
+
+It is the backtest's library code (:mod:`atft.backtest`) run one window at a time in this process: as-of dates every
+``--step`` sessions, each retrain on the production windows (``retrain.*``, purged by the longest label span), its
+OOS sessions stitched. On the same stock-days it scores ATFT-GAT-FAN, the APEX baseline, ridge and LightGBM on the
+CS-Z features, the 5-day reversal factor and an equal-weight rank average of the four learnt models. Each execution
+lag of ``--lags`` is a separate replay on its own feature table. Output in ``--out``: summary.json (per source and
+horizon: IC, RankIC, their IRs, long-short Sharpe after ``cost_bps``, turnover, max drawdown; per-window RankIC;
+the RankIC difference to the best baseline with a 90% block-bootstrap interval), report.md, and PNG charts of the
+cumulative RankIC and the long-short equity per source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import matplotlib
+import pandas as pd
+
+matplotlib.use("Agg")  # files only: no display on a benchmark host
+import matplotlib.pyplot as plt
+from harness import finish
+
+from atft.backtest import (
+    REPORTED_HORIZONS,
+    SOURCES,
+    add_rank_average,
+    daily_signal,
+    dense,
+    load_window,
+    plan_backtest,
+    rank_ic_differences,
+    run_window,
+    stitch,
+    summarise_backtest,
+)
+from atft.config import PipelineConfig, load_config
+from atft.features.build import build_features
+from atft.ingest import ingest
+from atft.portfolio import simulate_long_short
+from schemas.manifest import FeatureManifest
+
+ENSEMBLE_MEMBERS = ("model", "apex", "ridge", "lightgbm")
+NAMES = {"model": "ATFT-GAT-FAN", "apex": "APEX", "ridge": "ridge", "lightgbm": "LightGBM", "reversal": "reversal 5d",
+         "ensemble": "rank average"}  # fmt: skip
+
+
+def replay(settings: PipelineConfig, start: date, end: date, step: int, apex: bool) -> tuple[pd.DataFrame, dict]:
+    """Ingest and build the config's features if needed, then replay its retrains; the stitched frame and summary."""
+    ingest(settings, on_progress=lambda _: None)
+    manifest = FeatureManifest.read(build_features(settings, on_progress=lambda _: None).manifest_path)
+    with duckdb.connect(str(settings.warehouse.path), read_only=True) as con:
+        dates = [d for (d,) in con.execute(f"SELECT DISTINCT Date FROM {manifest.table_name} ORDER BY Date").fetchall()]
+    warm_up = max(column.lookback for column in manifest.features)
+    windows = plan_backtest(dates, start, end, step, settings, warm_up)
+    frames, rows, began = [], [], time.perf_counter()
+    for window in windows:
+        tick = time.perf_counter()
+        with duckdb.connect(str(settings.warehouse.path), read_only=True) as con:
+            data = load_window(con, manifest, settings, window)
+        result = run_window(data, manifest, settings, window, also_train=("apex",) if apex else ())
+        frames.append(result.predictions)
+        rows.append(window.row() | {"best_epoch": result.best_epoch, "seconds": round(time.perf_counter() - tick, 1)})
+        done = len(frames)
+        eta = (time.perf_counter() - began) / done * (len(windows) - done)
+        print(f"  window {done}/{len(windows)} as-of {window.as_of}: {rows[-1]['seconds']:.0f} s, "
+              f"ETA {eta / 60:.1f} min", file=sys.stderr, flush=True)  # fmt: skip
+    horizons = settings.features.horizons
+    members = [m for m in ENSEMBLE_MEMBERS if f"{SOURCES[m]}_{horizons[0]}d" in frames[0]]
+    frame = add_rank_average(stitch(frames), members, horizons)
+    summary = summarise_backtest(frame, rows, horizons, settings.evaluation.portfolio)
+    summary["differences"] = rank_ic_differences(daily_signal(frame, horizons), horizons)
+    return frame, summary
+
+
+def charts(frame: pd.DataFrame, summary: dict, settings: PipelineConfig, out: Path, tag: str) -> list[str]:
+    """Cumulative daily RankIC and long-short equity per source, one PNG each per reported horizon."""
+    horizons = [h for h in REPORTED_HORIZONS if h in summary["horizons"]]
+    daily = pd.DataFrame(summary["daily"]).set_index("Date")
+    label, returns = dense(frame, "label", horizons), dense(frame, "target", horizons)
+    written = []
+    for k, h in enumerate(horizons):
+        fig, (ric, equity) = plt.subplots(1, 2, figsize=(13, 4.5))
+        for source in summary["metrics"]:
+            if source == "oracle":
+                continue
+            ric.plot(
+                pd.to_datetime(daily.index), daily[f"{source}_rank_ic_{h}d"].fillna(0).cumsum(), label=NAMES[source]
+            )
+            scores = dense(frame, SOURCES[source], horizons)[..., k]
+            mask = pd.notna(label[..., k])
+            book = simulate_long_short(scores, returns[..., k], mask, settings.evaluation.portfolio, horizon=h)
+            equity.plot(pd.to_datetime(daily.index), book.equity, label=NAMES[source])
+        ric.set_title(f"cumulative daily RankIC, {h}d")
+        equity.set_title(f"long-short equity after {settings.evaluation.portfolio.cost_bps:g} bps, {h}d")
+        for axis in (ric, equity):
+            axis.grid(alpha=0.3)
+            axis.legend(fontsize=8)
+        fig.autofmt_xdate()
+        path = out / f"walkforward-{tag}-{h}d.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        written.append(path.name)
+    return written
+
+
+def report(results: dict[str, Any]) -> str:
+    """The markdown report: per lag, the table of every source at 1d and 5d, the intervals, the windows."""
+    lines = [f"# Walk-forward benchmark: {results['config']}", "",
+             f"As-of {results['start']}..{results['end']}, every {results['step']} sessions, {results['epochs']} "
+             f"epochs, {results['seconds'] / 60:.1f} min on this host.", ""]  # fmt: skip
+    for tag, run in results["lags"].items():
+        summary = run["summary"]
+        lines += [f"## execution lag {tag}: OOS {summary['oos_start']}..{summary['oos_end']}, {summary['oos_days']} "
+                  f"sessions, {len(summary['windows'])} retrains", ""]  # fmt: skip
+        horizons = [h for h in REPORTED_HORIZONS if h in summary["horizons"]]
+        keys = [(m, h) for h in horizons for m in ("ic", "rank_ic", "icir", "rank_icir", "ls_sharpe", "turnover",
+                                                   "max_drawdown")]  # fmt: skip
+        lines.append("| source | " + " | ".join(f"{m} {h}d" for m, h in keys) + " |")
+        lines.append("|---" * (len(keys) + 1) + "|")
+        for source, metrics in summary["metrics"].items():
+            lines.append(f"| {NAMES.get(source, source)} | " + " | ".join(_cell(metrics[f"{m}_{h}d"]) for m, h in keys)
+                         + " |")  # fmt: skip
+        lines.append("")
+        for horizon, block in summary["differences"].items():
+            lines.append(f"RankIC {horizon} minus the best baseline ({NAMES[block['best_baseline']]}), "
+                         f"{block['level']:.0%} block-bootstrap interval:")  # fmt: skip
+            for source, d in block["differences"].items():
+                lines.append(
+                    f"- {NAMES.get(source, source)}: {_cell(d['mean'])} [{_cell(d['low'])}, {_cell(d['high'])}]"
+                )
+            lines.append("")
+        lines.append(
+            "| window | as-of | OOS | " + " | ".join(f"{NAMES.get(s, s)} 5d" for s in summary["metrics"]) + " |"
+        )
+        lines.append("|---" * (3 + len(summary["metrics"])) + "|")
+        for row in summary["windows"]:
+            cells = " | ".join(_cell(row.get(f"{s}_rank_ic_5d")) for s in summary["metrics"])
+            lines.append(f"| {row['window']} | {row['as_of']} | {row['oos']} | {cells} |")
+        lines += ["", *(f"![{name}]({name})" for name in run["charts"]), ""]
+    return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="deployments/sp500.yaml")
+    parser.add_argument("--start", type=date.fromisoformat, default=date(2016, 1, 4))
+    parser.add_argument("--end", type=date.fromisoformat, default=date(2018, 1, 31))
+    parser.add_argument("--step", type=int, help="sessions between retrains (default retrain.step_days)")
+    parser.add_argument("--epochs", type=int, help="override train.epochs")
+    parser.add_argument("--lags", default="1,0", help="execution lags to replay, the first one reported first")
+    parser.add_argument("--no-apex", action="store_true", help="leave the APEX baseline out (half the training)")
+    parser.add_argument("--warehouse", help="override warehouse.path (one per lag is derived from it)")
+    parser.add_argument("--out", type=Path, default=Path("data/bench/walkforward"))
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    results: dict[str, Any] = {"config": args.config, "start": str(args.start), "end": str(args.end), "lags": {}}
+    for lag in [int(v) for v in args.lags.split(",")]:
+        overrides: dict[str, Any] = {"features.execution_lag": lag}
+        if args.epochs:
+            overrides["train.epochs"] = args.epochs
+        base = load_config(args.config)
+        warehouse = Path(args.warehouse) if args.warehouse else base.warehouse.path
+        overrides["warehouse.path"] = str(warehouse.with_name(f"{warehouse.stem}-lag{lag}{warehouse.suffix}"))
+        settings = load_config(args.config, overrides)
+        step = args.step or settings.retrain.step_days
+        print(f"execution lag {lag}: replaying {args.start}..{args.end} every {step} sessions", file=sys.stderr)
+        tick = time.perf_counter()
+        frame, summary = replay(settings, args.start, args.end, step, apex=not args.no_apex)
+        tag = f"lag{lag}"
+        results["lags"][tag] = {"summary": summary, "charts": charts(frame, summary, settings, args.out, tag),
+                                "seconds": round(time.perf_counter() - tick, 1)}  # fmt: skip
+        results["step"], results["epochs"] = step, settings.train.epochs
+    results["seconds"] = round(time.perf_counter() - began, 1)
+    (args.out / "summary.json").write_text(json.dumps(results, indent=2, default=str))
+    (args.out / "report.md").write_text(report(results))
+    print(report(results))
+    finish(True, args.json, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
