@@ -28,6 +28,10 @@ CANONICAL_QUOTE_COLUMNS: tuple[str, ...] = (
     "AdjustmentFactor",
 )
 REQUIRED_QUOTE_COLUMNS: tuple[str, ...] = CANONICAL_QUOTE_COLUMNS[:7]
+# listed_info columns a listings file may map; ValidFrom and ValidTo are not in files (see ListingsFileConfig).
+LISTING_FILE_COLUMNS: tuple[str, ...] = ("Code", "CompanyName", "Sector17Code", "Sector33Code", "MarketCode")
+# Listing labels a quotes file may carry beside its quotes, one per row, constant per stock.
+QUOTE_FILE_LABELS: tuple[str, ...] = ("Sector17Code",)
 
 
 class ConfigError(ValueError):
@@ -73,13 +77,42 @@ class SyntheticSourceConfig(_Strict):
         return self
 
 
+class ListingsFileConfig(_Strict):
+    """A CSV or Parquet file of one row per stock: its sector labels, name and market, mapped like the quotes.
+
+    The file has no dates: each label holds for the stock's whole history, and a changed label replaces the
+    old one on the next ingest. Labels given as names ("Health Care") are fine: the columns are text.
+    """
+
+    path: Path
+    format: Literal["auto", "parquet", "csv"] = "auto"
+    # source column -> listed_info column (LISTING_FILE_COLUMNS); Code is required.
+    columns: dict[str, str]
+    # Source columns that exist in the file but are deliberately not loaded.
+    ignore_columns: list[str] = []
+
+    @field_validator("columns")
+    @classmethod
+    def _listing_targets(cls, columns: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(columns.values()) - set(LISTING_FILE_COLUMNS))
+        if unknown:
+            raise ValueError(f"maps to unknown listing column(s) {unknown}; allowed: {list(LISTING_FILE_COLUMNS)}")
+        doubled = sorted({c for c in columns.values() if list(columns.values()).count(c) > 1})
+        if doubled:
+            raise ValueError(f"several source columns map to {doubled}")
+        if "Code" not in columns.values() or len(columns) < 2:
+            raise ValueError("must map a column to Code and at least one column to a label")
+        return columns
+
+
 class FilesSourceConfig(_Strict):
     """CSV or Parquet files, one file or a directory of per-stock files, with a declared mapping."""
 
     kind: Literal["files"]
     path: Path
     format: Literal["auto", "parquet", "csv"] = "auto"
-    # source column -> canonical column. Matching is exact: no case folding, no guessing.
+    # source column -> canonical column. Matching is exact: no case folding, no guessing. Besides the quote
+    # columns, one column may map to Sector17Code: the stock's sector, the same on all its rows.
     columns: dict[str, str]
     # Source columns that exist in the files but are deliberately not loaded.
     ignore_columns: list[str] = []
@@ -87,15 +120,16 @@ class FilesSourceConfig(_Strict):
     code_from_filename: str | None = None
     # Values for optional canonical columns the files do not carry (e.g. already split-adjusted prices).
     fill: dict[str, float] = {}
+    # A separate file of sector labels (and names, markets) per stock.
+    listings: ListingsFileConfig | None = None
 
     @field_validator("columns")
     @classmethod
     def _canonical_targets(cls, columns: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(set(columns.values()) - set(CANONICAL_QUOTE_COLUMNS))
+        allowed = [*CANONICAL_QUOTE_COLUMNS, *QUOTE_FILE_LABELS]
+        unknown = sorted(set(columns.values()) - set(allowed))
         if unknown:
-            raise ValueError(
-                f"maps to unknown canonical column(s) {unknown}; canonical: {list(CANONICAL_QUOTE_COLUMNS)}"
-            )
+            raise ValueError(f"maps to unknown canonical column(s) {unknown}; canonical: {allowed}")
         doubled = sorted({c for c in columns.values() if list(columns.values()).count(c) > 1})
         if doubled:
             raise ValueError(f"several source columns map to {doubled}")
@@ -115,6 +149,14 @@ class FilesSourceConfig(_Strict):
         if bad:
             raise ValueError(f"only TurnoverValue and AdjustmentFactor may be filled, not {bad}")
         return fill
+
+    @model_validator(mode="after")
+    def _labels_from_one_place(self) -> FilesSourceConfig:
+        listed = set(self.listings.columns.values()) - {"Code"} if self.listings else set()
+        twice = sorted(set(self.columns.values()) & listed)
+        if twice:
+            raise ValueError(f"{twice} mapped both in columns and in listings.columns; map each label in one place")
+        return self
 
 
 class JQuantsSourceConfig(_Strict):

@@ -237,7 +237,9 @@ def _load(
     wh.merge_staged_oracle()
     # Listings as of the latest day the warehouse knows: re-ingesting an old window must not reopen delistings.
     listed = source.listed_info(max(d for d in (log.end, wh.last_quote_date(), date.today()) if d is not None))
-    listed_counts = wh.merge_listed_info(_restrict_frame(listed, config.universe.codes)) if listed is not None else None
+    if listed is not None:
+        listed = _listed_in_universe(_restrict_frame(listed, config.universe.codes), config, progress)
+    listed_counts = wh.merge_listed_info(listed) if listed is not None else None
     if quarantined is not None:
         wh.quarantine(quarantined, log.run_id)
     report = _report(log, wh, path, "succeeded", began, rows, merged, listed_counts, quarantined)
@@ -261,6 +263,18 @@ def _restrict(chunk: QuoteChunk, codes: list[str] | None) -> QuoteChunk:
 
 def _restrict_frame(frame: pd.DataFrame, codes: list[str] | None) -> pd.DataFrame:
     return frame if codes is None else frame[frame["Code"].isin(codes)]
+
+
+def _listed_in_universe(listed: pd.DataFrame, config: PipelineConfig, progress: Callable[[str], None]) -> pd.DataFrame:
+    """Listings whose code matches ``universe.code_pattern``; the others' quotes are quarantined as code_format."""
+    inside = listed["Code"].astype(str).str.fullmatch(config.universe.code_pattern)
+    if not inside.all():
+        odd = listed.loc[~inside, "Code"]
+        progress(
+            f"listed_info: {len(odd)} record(s) not stored, their code does not match universe.code_pattern "
+            f"{config.universe.code_pattern!r}: {', '.join(map(repr, odd.head(_JUMPS_SHOWN)))}"
+        )
+    return listed[inside]
 
 
 def _example_lines(rejected: pd.DataFrame | None, n: int = 5) -> list[str]:
