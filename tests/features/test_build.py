@@ -304,9 +304,9 @@ def test_real_sp500_prices_build_validate_and_produce_a_manifest(tmp_path):
     assert built.mode == "full" and built.rows_total == 619_018
     assert built.validation[0]["detail"].startswith("passed")
     manifest = FeatureManifest.read(built.manifest_path)
-    # The file has no sectors: no sector group, and a different contract from the JP demo's.
-    assert "sector" not in built.groups and manifest.width == built.width == 136
-    assert manifest.sha256 != feature_manifest(config.features, sectors=True).sha256
+    # Sectors come from the listings file (448 of 505 stocks labelled): the sector group is built.
+    assert "sector" in built.groups and manifest.width == built.width == 152
+    assert manifest.sha256 == feature_manifest(config.features, sectors=True).sha256
     # Returns against the file itself, computed independently with pandas.
     raw = pd.read_parquet(repo / config.source.path, columns=["date", "close", "Name"])
     apple = raw[raw["Name"] == "AAPL"].assign(Date=lambda f: pd.to_datetime(f["date"])).set_index("Date")["close"]
