@@ -10,9 +10,9 @@ every label a model learnt from ended on or before its as-of date (the purges of
 
 Each segment is scored against the same baselines as the model (ridge and LightGBM on the CS-Z features fitted on
 the window's training days, LightGBM early-stopped on its validation days, the 5-day reversal factor), any other
-models asked for (the APEX baseline) trained on the same windows, and, on a synthetic market, the oracle. Signal
-metrics use the CS-Z labels the model learns; the long-short book trades the raw forward returns, as in
-:mod:`atft.evaluation`.
+models asked for (the APEX baseline) trained on the same windows, and, on a synthetic market with lag-0 labels,
+the oracle. Signal metrics use the CS-Z labels the model learns; the long-short book trades the raw forward
+returns, as in :mod:`atft.evaluation`.
 """
 
 from __future__ import annotations
@@ -162,7 +162,10 @@ def load_window(
     training = prepare_data(con, manifest, config, window.retrain.training)
     arrays = load_arrays(con, manifest, window.oos_start, window.oos_end, history=history_days(config.model))
     days = [i for i, d in enumerate(arrays.dates.date) if d >= window.oos_start and i >= config.model.lookback - 1]
-    oracle = read_oracle(con, window.oos_start, window.oos_end) if config.source.kind == "synthetic" else None
+    # The oracle is the expected close-to-close return from each day: the truth of lag-0 labels only. Against labels
+    # entered later it would be a mistimed reference, and a model/oracle ratio on it would mislead.
+    with_oracle = config.source.kind == "synthetic" and manifest.execution_lag == 0
+    oracle = read_oracle(con, window.oos_start, window.oos_end) if with_oracle else None
     return WindowData(training, arrays, days, oracle)
 
 

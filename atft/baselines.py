@@ -59,10 +59,11 @@ def labelled_rows(
     arrays: FeatureArrays, days: Sequence[int], columns: list[int], horizon: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Inputs ``columns`` and CS-Z labels at ``horizon`` of the stock-days of ``days`` whose label is valid and
-    ends on or before the last of ``days``: the models' purge, so no label reaches past the window."""
+    ends (execution lag + ``horizon`` sessions on) on or before the last of ``days``: the models' purge, so no label
+    reaches past the window."""
     x, y, mask = dense_rows(arrays, days)
     k = arrays.horizons.index(horizon)
-    rows = mask[..., k] & (np.asarray(days) + horizon <= days[-1])[:, None]
+    rows = mask[..., k] & (np.asarray(days) + arrays.manifest.label_span(horizon) <= days[-1])[:, None]
     return x[rows][:, columns].astype(np.float64), y[..., k][rows].astype(np.float64)
 
 

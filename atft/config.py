@@ -231,6 +231,10 @@ class CSZConfig(_Strict):
 
 class FeaturesConfig(_Strict):
     horizons: list[int] = Field(default_factory=lambda: [1, 5, 10, 20], min_length=1)
+    # Sessions between the close a signal is computed from and the close a trade enters at: target_h at day t is
+    # close[t+lag+h] / close[t+lag] - 1. 0 in the library, so existing manifests keep their hash and meaning and the
+    # synthetic oracle (close-to-close from t) stays the truth; deployments on real prices set 1, as Qlib's label.
+    execution_lag: int = Field(0, ge=0)
     cs_z: CSZConfig = CSZConfig()
     # Use sector-relative features when listed_info has sectors for the universe.
     sectors: bool = True
@@ -245,6 +249,10 @@ class FeaturesConfig(_Strict):
         if any(h < 1 for h in horizons) or sorted(set(horizons)) != horizons:
             raise ValueError(f"horizons must be distinct positive trading-day counts, increasing; got {horizons}")
         return horizons
+
+    def label_span(self, horizon: int) -> int:
+        """Sessions from a day to the close its ``horizon`` label ends at: what a purge between windows must cover."""
+        return self.execution_lag + horizon
 
 
 class GraphConfig(_Strict):

@@ -1,7 +1,8 @@
 """Held-out evaluation: a model's predictions over an evaluation window, their metrics, and a predictions table.
 
-The evaluation window starts a purge of the longest horizon after the last day whose label the model saw
-(the end of validation), so no label it learnt from or early-stopped on overlaps the days it is judged on.
+The evaluation window starts a purge of the longest label span (execution lag + longest horizon) after the last
+day whose label the model saw (the end of validation), so no label it learnt from or early-stopped on overlaps
+the days it is judged on.
 Labels inside the window are whatever the feature table has realised: a day near the table's end simply has
 no long-horizon label yet. Signal metrics use the CS-Z labels the model learns; the long-short book trades the
 raw forward returns.
@@ -68,8 +69,9 @@ def evaluate_model(
     """
     lookback = model.config.lookback
     arrays, days = _window(con, manifest, model.config, start, end)
-    # Labels up to the horizon past the last day: realised ones count, unrealised ones are already invalid.
-    dataset = DayDataset(arrays, days, lookback, model.config.graph, label_cutoff=days[-1] + max(arrays.horizons))
+    # Labels up to the lag + horizon past the last day: realised ones count, unrealised ones are already invalid.
+    cutoff = days[-1] + arrays.manifest.label_span(max(arrays.horizons))
+    dataset = DayDataset(arrays, days, lookback, model.config.graph, label_cutoff=cutoff)
     loader = day_loader(dataset, config.train.days_per_batch, shuffle=False)
     pred, label, mask = predict(model, loader, select_device(config.train.device))
     returns = arrays.forward_returns[days]

@@ -2,8 +2,9 @@
 
     train | purge | valid | purge | eval | purge (ends on as_of)
 
-Each purge is as long as the longest label horizon, so no label of one window reaches into the next: the
-model never learns from, or early-stops on, returns of the days it is judged on. The evaluation window ends
+Each purge is as long as the longest label's span (execution lag + longest horizon: the label of day t ends
+at the close of t+lag+h), so no label of one window reaches into the next: the model never learns from, or
+early-stops on, returns of the days it is judged on. The evaluation window ends
 on the last day whose longest-horizon label is known on the as-of date, so every horizon is judged on every
 evaluation day. Train starts no earlier than the features' warm-up (the longest feature lookback), and is
 shortened, not shifted, when history is short.
@@ -44,7 +45,7 @@ def retrain_windows(dates: Sequence[date], as_of: date, config: PipelineConfig, 
     ``warm_up``: leading sessions whose features are incomplete (the manifest's longest lookback).
     """
     usable = [d for d in dates if d <= as_of]
-    purge = max(config.features.horizons)
+    purge = config.features.label_span(max(config.features.horizons))
     eval_days, valid_days = config.evaluation.eval_days, config.retrain.valid_days
     needed = warm_up + MIN_TRAIN_DAYS + 3 * purge + valid_days + eval_days
     if len(usable) < needed:

@@ -56,7 +56,7 @@ def plan_windows(config: str, features_ref: dict[str, Any], as_of: date, warehou
     windows = retrain_windows(dates, as_of, settings, warm_up).as_dict()
     get_run_logger().info(
         "windows for %s: train %s..%s, valid %s..%s, eval %s..%s (purges of %d sessions)", as_of,
-        *windows.values(), max(settings.features.horizons),
+        *windows.values(), settings.features.label_span(max(settings.features.horizons)),
     )  # fmt: skip
     return windows
 

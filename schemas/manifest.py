@@ -4,7 +4,8 @@ A manifest names every column of a feature table in order, with its dtype, its f
 many trading days of history it reads. Its ``features`` are the only source of a model's input width:
 nothing may add, drop or reorder an input without producing a manifest with a different ``sha256``.
 
-The hash covers keys, features, targets, the CS-Z settings and the feature code version. ``provenance``
+The hash covers keys, features, targets, the CS-Z settings, the feature code version and the targets'
+execution lag (sessions from a signal's close to the close a trade enters at). ``provenance``
 (where and when the table was built, from which raw data) is recorded but not hashed, so two builds of
 the same contract on different machines or days share one hash and one table name.
 """
@@ -83,6 +84,8 @@ class FeatureManifest:
     cs_z: CSZSettings
     code_version: str  # version of the feature code; bump it when a definition changes
     keys: tuple[str, ...] = ("Code", "Date")
+    # Sessions between the close of day t and the entry of its targets: target_h = close[t+lag+h] / close[t+lag] - 1.
+    execution_lag: int = 0
     # Raw-data fingerprint, build time, rows, date range: recorded, not hashed, not compared.
     provenance: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -100,6 +103,10 @@ class FeatureManifest:
     @cached_property
     def sha256(self) -> str:
         return hashlib.sha256(_canonical_json(self).encode("ascii")).hexdigest()
+
+    def label_span(self, horizon: int) -> int:
+        """Sessions from a day to the close its ``horizon`` target ends at: how far every purge of it must reach."""
+        return self.execution_lag + horizon
 
     @property
     def width(self) -> int:
@@ -144,6 +151,7 @@ class FeatureManifest:
                 cs_z=CSZSettings(**document["cs_z"]),
                 code_version=document["code_version"],
                 keys=tuple(document["keys"]),
+                execution_lag=document.get("execution_lag", 0),
                 provenance=document.get("provenance", {}),
             )
             stored_sha, stored_width = document["sha256"], document["width"]
@@ -191,13 +199,17 @@ class FeatureManifest:
 
 def _contract(manifest: FeatureManifest) -> dict[str, object]:
     """Everything the hash covers."""
-    return {
+    contract: dict[str, object] = {
         "keys": list(manifest.keys),
         "features": [asdict(c) for c in manifest.features],
         "targets": [asdict(c) for c in manifest.targets],
         "cs_z": asdict(manifest.cs_z),
         "code_version": manifest.code_version,
     }
+    # Only when set: a lag-0 manifest keeps the hash, and so the table and the checkpoints, it had before lags.
+    if manifest.execution_lag:
+        contract["execution_lag"] = manifest.execution_lag
+    return contract
 
 
 def _canonical_json(manifest: FeatureManifest) -> str:
@@ -212,6 +224,8 @@ def _problems(m: FeatureManifest) -> list[str]:
         problems.append("a manifest needs at least one input feature")
     if not isinstance(m.code_version, str) or not m.code_version:
         problems.append(f"code_version must be a non-empty string, got {m.code_version!r}")
+    if not _is_int(m.execution_lag) or m.execution_lag < 0:
+        problems.append(f"execution_lag must be an integer >= 0, got {m.execution_lag!r}")
     for role, columns, groups in (("feature", m.features, FEATURE_GROUPS), ("target", m.targets, (TARGET_GROUP,))):
         for c in columns:
             if not isinstance(c, FeatureColumn) or not isinstance(c.name, str) or not c.name:

@@ -2,7 +2,8 @@
 
 Windows are strided views of the date-major cube (no per-sample Python loops). Labels are purged at the
 split: a day's target for horizon h is used only if its window ends on or before ``label_cutoff``, so a
-training set never learns from returns that fall inside the following validation period.
+training set never learns from returns that fall inside the following validation period. The window of day d
+ends at d + execution lag + h (``FeatureManifest.label_span``), the lag read from the arrays' manifest.
 The dataset holds arrays and nothing else (no locks, no connections), so it pickles for ``num_workers > 0``.
 """
 
@@ -52,13 +53,14 @@ class DayDataset(Dataset):
         days = [self.days[p] for p in positions]
         stocks = a.present.shape[1]
         horizons = np.asarray(a.horizons)
+        spans = np.asarray([a.manifest.label_span(h) for h in a.horizons])
         runs = _consecutive_runs(days)
         views = [torch.from_numpy(self._windows(run[0], len(run))) for run in runs]
         x = views[0] if len(views) == 1 else torch.cat(views)
         windows_present = sliding_window_view(a.present, self.lookback, axis=0)  # [D-L+1, S, L], a view
         x_mask = np.concatenate([windows_present[d - self.lookback + 1] for d in days])
         # The purge: a label whose horizon reaches past the cutoff is not a label here. Absent stocks have none.
-        y_mask = np.stack([a.target_valid[d] & a.present[d][:, None] & (d + horizons <= self.label_cutoff)
+        y_mask = np.stack([a.target_valid[d] & a.present[d][:, None] & (d + spans <= self.label_cutoff)
                            for d in days])  # fmt: skip
         y = np.where(y_mask, a.targets[days], 0.0).astype(np.float32)
         edges, attr = [], []

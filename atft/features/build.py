@@ -2,7 +2,7 @@
 
 - **full**: the table does not exist yet, or the raw history it was built from has changed since.
 - **incremental**: otherwise. Only the days whose values can change are rewritten: the new days, and the
-  last ``max horizon`` days before them, whose targets gain data. Features of those days need
+  last ``execution_lag + max horizon`` days before them, whose targets gain data. Features of those days need
   ``max lookback`` sessions of history, and that is all that is loaded. The result equals a full build
   bit for bit, because every kernel's value at day t depends only on its window.
 - **up_to_date**: the table already covers the raw data.
@@ -100,6 +100,7 @@ def feature_manifest(settings: FeaturesConfig, sectors: bool) -> FeatureManifest
         targets=tuple(targets),
         cs_z=CSZSettings(clip=cs_z.clip, min_stocks=cs_z.min_stocks, min_std=cs_z.min_std, ddof=1, fill=cs_z.fill),
         code_version=FEATURE_CODE_VERSION,
+        execution_lag=settings.execution_lag,
     )
 
 
@@ -134,7 +135,8 @@ def build_features(
         if previous is not None and not wh.has_table(table):
             progress(f"features {table} are recorded as built but the table is gone: full rebuild")
             previous = None
-        since = _first_day_to_rebuild(wh, calendar, previous, first_raw, end, max(settings.horizons))
+        span = manifest.label_span(max(settings.horizons))  # the longest label's reach: the days it can gain
+        since = _first_day_to_rebuild(wh, calendar, previous, first_raw, end, span)
         if since is None:
             progress(f"features {table} are up to date through {previous.built_through}")
             _restore_manifest(previous, _manifest_path(settings, manifest), progress)
@@ -210,9 +212,10 @@ def _has_sectors(wh: Warehouse) -> bool:
 
 
 def _first_day_to_rebuild(
-    wh: Warehouse, calendar: TradingCalendar, previous: BuildState | None, first_raw: date, end: date, horizon: int
+    wh: Warehouse, calendar: TradingCalendar, previous: BuildState | None, first_raw: date, end: date, span: int
 ) -> date | None:
-    """The first day whose rows can differ from the table's; None when nothing can."""
+    """The first day whose rows can differ from the table's; None when nothing can. ``span``: sessions from a day to
+    the end of its longest target (execution lag + longest horizon)."""
     if previous is None:
         return first_raw
     built = previous.built_through
@@ -221,7 +224,7 @@ def _first_day_to_rebuild(
         return first_raw
     if end <= built:
         return None
-    # Targets look `horizon` sessions ahead of each row, up to the stock's last row. A stock that trades again
+    # Targets look `span` sessions ahead of each row, up to the stock's last row. A stock that trades again
     # after the last build extends from its last row before it, which is the build day or, after a halt, earlier.
     resumed = wh.con.execute(
         "SELECT min(last_before) FROM (SELECT max(Date) FILTER (Date <= ?) AS last_before FROM raw_quotes "
@@ -229,7 +232,7 @@ def _first_day_to_rebuild(
         [built, end, built],
     ).fetchall()[0][0]
     anchor = min(built, resumed) if resumed is not None else built
-    return _sessions_before(calendar, anchor, horizon, first_raw)
+    return _sessions_before(calendar, anchor, span, first_raw)
 
 
 def _sessions_before(calendar: TradingCalendar, day: date, n: int, floor: date) -> date:
@@ -257,7 +260,7 @@ def _rows(
     cs = settings.cs_z
     zscore = {"clip": cs.clip, "min_stocks": cs.min_stocks, "min_std": cs.min_std}
     base_z = fill_missing(cs_zscore(np.ascontiguousarray(base[:, :, csz_index]), **zscore), cs.fill)
-    targets = forward_returns(panel, settings.horizons)
+    targets = forward_returns(panel, settings.horizons, manifest.execution_lag)
     targets_z = cs_zscore(targets, **zscore)
     progress(f"computed {base.shape[2]} base + {len(csz_index)} CS-Z features in {time.perf_counter() - started:.1f} s")
     names = [c.name for c in (*manifest.features, *manifest.targets)]

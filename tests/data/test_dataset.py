@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import pickle
 from datetime import date
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from atft.baselines import labelled_rows
 from atft.config import (
     CSZConfig,
     FeaturesConfig,
@@ -150,6 +152,44 @@ def test_labels_are_purged_at_the_cutoff(arrays):
     # 3 sessions before the cutoff: the 1-day label stays, the 5-, 10- and 20-day ones would cross it.
     assert batch.y_mask[:, 0].any() and not batch.y_mask[:, 1:].any()
     assert (batch.y[~batch.y_mask] == 0).all()
+
+
+def lagged(arrays, lag: int):
+    """The same arrays, read as if their manifest said the labels enter ``lag`` sessions after each day."""
+    return dataclasses.replace(arrays, manifest=dataclasses.replace(arrays.manifest, execution_lag=lag))
+
+
+@pytest.mark.parametrize("lag", [1, 2])
+def test_the_label_purge_grows_by_the_manifests_execution_lag(arrays, lag):
+    cutoff = len(arrays.dates) - 15
+    at_lag = dataset(lagged(arrays, lag), label_cutoff=cutoff)
+    at_zero = dataset(arrays, label_cutoff=cutoff)
+    for before in range(0, 25):
+        position = at_zero.days.index(cutoff - before)
+        # The label of day d at horizon h ends at d + lag + h: it stays only if that is on or before the cutoff.
+        kept = np.array([lag + h <= before for h in arrays.horizons])
+        zero_kept = np.array([h <= before for h in arrays.horizons])
+        lag_mask, zero_mask = at_lag[[position]].y_mask.numpy(), at_zero[[position]].y_mask.numpy()
+        assert np.array_equal(lag_mask, zero_mask & kept), before
+        assert (zero_mask.any(0) == zero_kept).all(), before
+    # The day the cutoff falls h sessions after: at lag 0 its h-day label is the last one kept, at lag 1 it is gone.
+    position = at_zero.days.index(cutoff - 5)
+    assert at_zero[[position]].y_mask[:, 1].any() and not at_lag[[position]].y_mask[:, 1].any()
+
+
+@pytest.mark.parametrize("lag", [0, 1, 2])
+def test_the_baselines_training_rows_are_purged_like_the_dataset(arrays, lag):
+    source = lagged(arrays, lag)
+    days = list(range(LOOKBACK - 1, len(arrays.dates) - 30))  # labels past the window's end are realised
+    batch = dataset(source, label_cutoff=days[-1])[list(range(len(days)))]
+    labelled = source.target_valid[days] & source.present[days][..., None]
+    for k, h in enumerate(arrays.horizons):
+        _, y = labelled_rows(source, days, [0], h)
+        # Exactly the dataset's rows: the labels that end, lag + h sessions on, by the window's last day.
+        kept = len(days) - lag - h
+        assert len(y) == int(batch.y_mask[:, k].sum()) == int(labelled[:kept, :, k].sum()) > 0
+        assert labelled[kept:, :, k].any()  # there were later labels to purge
+        assert np.allclose(y, batch.y[:, k][batch.y_mask[:, k]].numpy())
 
 
 def test_dataset_pickles_and_loads_with_two_workers(arrays):

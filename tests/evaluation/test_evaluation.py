@@ -9,7 +9,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from atft import baselines
+from atft import baselines, evaluation
 from atft.config import (
     CSZConfig,
     EvaluationConfig,
@@ -60,6 +60,27 @@ def test_the_window_starts_a_purge_after_the_last_seen_day():
     assert evaluation_window(dates, date(2024, 1, 20), purge=5, length=20) == (date(2024, 1, 26), date(2024, 1, 30))
     with pytest.raises(ValueError, match="purge alone needs 6"):
         evaluation_window(dates, date(2024, 1, 26), purge=5, length=7)
+
+
+@pytest.mark.parametrize("lag", [0, 1])
+def test_the_evaluation_keeps_labels_up_to_lag_plus_horizon_past_the_window(staged, monkeypatch, lag):
+    config, manifest, directory, _ = staged
+    real_window, real_dataset, reach = evaluation._window, evaluation.DayDataset, []
+
+    def lagged_window(*args):
+        arrays, days = real_window(*args)
+        return dataclasses.replace(arrays, manifest=dataclasses.replace(manifest, execution_lag=lag)), days
+
+    def spy(arrays, days, lookback, graph, label_cutoff):
+        reach.append(label_cutoff - days[-1])
+        return real_dataset(arrays, days, lookback, graph, label_cutoff=label_cutoff)
+
+    monkeypatch.setattr(evaluation, "_window", lagged_window)
+    monkeypatch.setattr(evaluation, "DayDataset", spy)
+    with duckdb.connect(str(config.warehouse.path), read_only=True) as con:
+        evaluate_model(con, load_staged(directory, manifest), manifest, config, date(2022, 12, 1), date(2022, 12, 9))
+    # Every realised label of the window's days counts: the last day's longest one ends lag + 20 sessions later.
+    assert reach == [lag + 20]
 
 
 def test_a_staged_model_loads_and_predicts_as_trained(staged):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from datetime import date
 from pathlib import Path
 
@@ -116,6 +117,32 @@ def test_an_incremental_build_rewrites_only_the_trailing_days(full, tmp_path):
     # 5 new sessions plus the 20 (the longest horizon) whose targets gained data; a few more after halts.
     assert date(2022, 10, 1) < again.since <= date(2022, 10, 18)
     assert again.rows_written < 45 * 40
+
+
+def test_lagged_targets_enter_later_and_build_incrementally_exactly(full, tmp_path):
+    # Lag 2: the incremental rebuild already redoes one session more than it must, which would hide a lag of 1.
+    config, built = full
+    lagged = make_config(tmp_path, "lagged", execution_lag=2)
+    shutil.copy(config.warehouse.path, lagged.warehouse.path)  # the same raw data, without a second ingest
+    whole = build_features(lagged, on_progress=lambda _: None)
+    assert whole.mode == "full" and whole.table != built.table
+    # Day t's lag-2 target is day t+2's close-to-close one, for a stock trading on both days.
+    for h in (1, 5, 20):
+        lag0 = table(config, built.table).pivot(index="Date", columns="Code", values=f"target_{h}d")
+        lag2 = table(lagged, whole.table).pivot(index="Date", columns="Code", values=f"target_{h}d")
+        later = lag0.shift(-2)
+        both = lag2.notna() & later.notna()
+        assert both.to_numpy().sum() > 5_000
+        assert np.array_equal(lag2[both].to_numpy(), later[both].to_numpy(), equal_nan=True)
+    # The incremental rebuild reaches back lag + 20 sessions: short of it, some 20-day labels would stay NaN.
+    stepped = make_config(tmp_path, "lagged_stepped", execution_lag=2)
+    modes = []
+    for end in (CUT, END):
+        ingest(stepped, end=end, on_progress=lambda _: None)
+        modes.append(build_features(stepped, on_progress=lambda _: None).mode)
+    assert modes == ["full", "incremental"]
+    with Warehouse(stepped.warehouse.path, read_only=True) as a, Warehouse(lagged.warehouse.path, read_only=True) as b:
+        assert a.fingerprint(whole.table) == b.fingerprint(whole.table)
 
 
 def test_nothing_new_means_up_to_date(full):
@@ -290,6 +317,9 @@ def test_manifest_is_deterministic_and_tracks_the_feature_set(full, tmp_path):
     assert not any(c.group == "sector" for c in without_sectors.features)
     clipped = make_config(tmp_path, cs_z=CSZConfig(min_stocks=10, clip=3.0)).features
     assert feature_manifest(clipped, sectors=True).sha256 != built.manifest_sha256
+    lagged = feature_manifest(make_config(tmp_path, execution_lag=1).features, sectors=True)
+    assert lagged.execution_lag == 1 and lagged.sha256 != built.manifest_sha256 and lagged.table_name != built.table
+    assert lagged.features == FeatureManifest.read(built.manifest_path).features
 
 
 def test_real_sp500_prices_build_validate_and_produce_a_manifest(tmp_path):

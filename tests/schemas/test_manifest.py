@@ -78,6 +78,7 @@ def _replace_feature(index: int, **changes: object) -> tuple[FeatureColumn, ...]
         {"cs_z": dataclasses.replace(CSZ, fill="zero")},
         {"code_version": "2024.2"},
         {"keys": ("code", "Date")},
+        {"execution_lag": 1},
     ],
     ids=lambda c: next(iter(c)),
 )
@@ -105,6 +106,25 @@ def test_json_round_trip_preserves_hash_and_provenance():
     assert again == m
     assert again.sha256 == m.sha256
     assert dict(again.provenance) == dict(m.provenance)
+
+
+def test_the_execution_lag_is_hashed_round_trips_and_lengthens_every_label():
+    lagged = build(execution_lag=1)
+    # Lag 0 adds nothing to the canonical form (test_hash_is_pinned): tables built before lags keep their names.
+    assert "execution_lag" not in json.loads(build().to_json())
+    assert json.loads(lagged.to_json())["execution_lag"] == 1
+    assert lagged.sha256 != build(execution_lag=2).sha256 and lagged.table_name != build().table_name
+    again = FeatureManifest.from_json(lagged.to_json())
+    assert again == lagged and again.execution_lag == 1 and again.sha256 == lagged.sha256
+    assert [build().label_span(h) for h in (1, 20)] == [1, 20]
+    assert [lagged.label_span(h) for h in (1, 20)] == [2, 21]
+
+
+def test_an_edited_execution_lag_is_refused():
+    document = json.loads(build(execution_lag=1).to_json())
+    document["execution_lag"] = 0
+    with pytest.raises(ManifestError, match="does not match its content"):
+        FeatureManifest.from_json(json.dumps(document))
 
 
 def test_hand_edited_manifest_is_refused():
@@ -188,6 +208,8 @@ def test_duplicate_names_are_refused():
         ({"features": ()}, "at least one input feature"),
         ({"keys": ("Code",)}, "keys must be"),
         ({"code_version": ""}, "code_version"),
+        ({"execution_lag": -1}, "execution_lag must be an integer >= 0, got -1"),
+        ({"execution_lag": 1.0}, "execution_lag must be an integer >= 0, got 1.0"),
     ],
 )
 def test_invalid_manifest_is_refused(changes, message):
