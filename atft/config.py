@@ -329,7 +329,7 @@ class PortfolioConfig(_Strict):
 class EvaluationConfig(_Strict):
     """Held-out evaluation and the gates a challenger must pass before it is published."""
 
-    eval_days: int = Field(60, ge=5)  # trading days in the evaluation window, after a purge of the longest horizon
+    eval_days: int = Field(60, ge=5)  # trading days in the evaluation window, after a purge of the longest label span
     # "<metric>_<h>d <op> <bound>", e.g. "rank_ic_5d >= 0.01"; see atft.gates for the metric names.
     gates: list[str] = Field(
         default_factory=lambda: ["rank_ic_5d >= 0.01", "collapse_ratio_1d >= 0.05", "max_drawdown_5d <= 0.5"]
@@ -349,8 +349,9 @@ class EvaluationConfig(_Strict):
 class RetrainConfig(_Strict):
     """Window lengths of a rolling retrain, in trading days, counted back from its as-of date.
 
-    train | purge | valid | purge | eval | purge, each purge as long as the longest horizon, the last one ending on
-    the as-of date, so that every evaluation day has all its labels (eval is ``evaluation.eval_days`` long).
+    train | purge | valid | purge | eval | purge, each purge as long as the longest label span (lag + horizon), the
+    last one ending on the as-of date, so that every evaluation day has all its labels (eval is
+    ``evaluation.eval_days`` long).
     """
 
     train_days: int = Field(500, ge=20)

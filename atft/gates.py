@@ -192,9 +192,7 @@ def _champion_line(
     if champion_metrics is None:
         return GateLine(f"champion {name}", name, challenger, math.nan, True, "no champion yet")
     champion = _metric(champion_metrics, name)
-    lower_better = parse_metric_name(name, horizons)[0] in LOWER_IS_BETTER
-    op = "<=" if lower_better else ">="
-    bound = champion + tolerance if lower_better else champion - tolerance
+    op, bound = _better_than(name, champion, -tolerance, horizons)
     values = f"challenger {name} = {challenger:.4g}, champion {champion:.4g}, tolerance {tolerance:g}"
     if math.isnan(challenger):
         passed, verdict = False, "the challenger's value is NaN, which never passes"
@@ -216,9 +214,7 @@ def _baseline_line(
 ) -> GateLine:
     name, margin = config.champion_metric, config.baseline_margin
     challenger, reference = _metric(metrics, name), _metric(baseline_metrics, name)
-    lower_better = parse_metric_name(name, horizons)[0] in LOWER_IS_BETTER
-    op = "<=" if lower_better else ">="
-    bound = reference - margin if lower_better else reference + margin
+    op, bound = _better_than(name, reference, margin, horizons)
     values = f"challenger {name} = {challenger:.4g}, {baseline} {reference:.4g}, margin {margin:g}"
     if math.isnan(challenger):
         passed, verdict = False, "the challenger's value is NaN, which never passes"
@@ -229,6 +225,14 @@ def _baseline_line(
         passed = _OPERATORS[op][0](challenger, bound)
         verdict = "pass" if passed else f"does not beat {baseline} by the margin (needs {op} {bound:.4g})"
     return GateLine(f"baseline {baseline} {name}", name, challenger, bound, passed, f"{values}: {verdict}")
+
+
+def _better_than(name: str, reference: float, margin: float, horizons: Sequence[int]) -> tuple[str, float]:
+    """The comparison and bound for "better than ``reference`` by ``margin``" on metric ``name`` (a negative
+    margin allows trailing it by that much)."""
+    if parse_metric_name(name, horizons)[0] in LOWER_IS_BETTER:
+        return "<=", reference - margin
+    return ">=", reference + margin
 
 
 def _metric(metrics: Mapping[str, float], name: str) -> float:

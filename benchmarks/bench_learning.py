@@ -82,7 +82,7 @@ def main() -> None:
     ingest(config, **quiet)
     built = build_features(config, **quiet)
     manifest = FeatureManifest.read(built.manifest_path)
-    lookback, gap = config.model.lookback, max(config.features.horizons)
+    lookback, gap = config.model.lookback, config.features.label_span(max(config.features.horizons))
     with Warehouse(config.warehouse.path, read_only=True) as wh:
         dates = [d for (d,) in wh.con.execute(f"SELECT DISTINCT Date FROM {built.table} ORDER BY Date").fetchall()]
         windows, (test_start, test_end) = split(dates, lookback, gap)

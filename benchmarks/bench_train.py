@@ -41,7 +41,8 @@ def main() -> None:
     with Warehouse(config.warehouse.path, read_only=True) as wh:
         dates = [d for (d,) in wh.con.execute(f"SELECT DISTINCT Date FROM {built.table} ORDER BY Date").fetchall()]
         warm_up = max(c.lookback for c in manifest.features)
-        windows = Windows.trailing(dates, valid_days=120, purge=max(config.features.horizons), warm_up=warm_up)
+        purge = config.features.label_span(max(config.features.horizons))
+        windows = Windows.trailing(dates, valid_days=120, purge=purge, warm_up=warm_up)
         data = prepare_data(wh.con, manifest, config, windows)
     _, result = train_model(config, manifest, data, lambda r: print(f"  {r.line()}", flush=True))
     device = torch.cuda.get_device_name() if result.device.startswith("cuda") else "CPU"

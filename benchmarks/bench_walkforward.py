@@ -121,7 +121,8 @@ def report(results: dict[str, Any]) -> str:
              f"epochs, {results['seconds'] / 60:.1f} min on this host.", ""]  # fmt: skip
     for tag, run in results["lags"].items():
         summary = run["summary"]
-        lines += [f"## execution lag {tag}: OOS {summary['oos_start']}..{summary['oos_end']}, {summary['oos_days']} "
+        lag = tag.removeprefix("lag")
+        lines += [f"## execution lag {lag}: OOS {summary['oos_start']}..{summary['oos_end']}, {summary['oos_days']} "
                   f"sessions, {len(summary['windows'])} retrains", ""]  # fmt: skip
         horizons = [h for h in REPORTED_HORIZONS if h in summary["horizons"]]
         keys = [(m, h) for h in horizons for m in ("ic", "rank_ic", "icir", "rank_icir", "ls_sharpe", "turnover",
