@@ -28,7 +28,6 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
-import torch
 
 from atft.baselines import (
     csz_columns,
@@ -44,6 +43,7 @@ from atft.data.arrays import FeatureArrays, load_arrays
 from atft.data.dataset import DayDataset, day_loader, history_days
 from atft.evaluation import predictions_frame
 from atft.metrics import daily_ic, daily_rank_ic, evaluate_predictions, summarise
+from atft.threads import govern
 from atft.training.session import TrainingData, prepare_data, train_model
 from atft.training.trainer import EpochRecord, TrainResult, predict, select_device
 from atft.windows import RetrainWindows, retrain_windows
@@ -193,7 +193,7 @@ def run_window(
             arrays,
             days,
             columns,
-            threads=torch.get_num_threads(),
+            threads=govern(config.train.threads).threads,
         ),
         "reversal": reversal_scores(arrays, days),
     }

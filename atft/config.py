@@ -313,6 +313,9 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False  # torch.compile on CUDA
     num_workers: int = Field(0, ge=0)
+    # Torch CPU threads: "auto" runs on the cores that other processes leave free and follows the host's load
+    # (see atft.threads); a number pins it, which bit-for-bit reproducible runs need.
+    threads: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     collapse_std: float = Field(1e-3, ge=0)  # median per-day prediction std below this is a collapse
     staging_dir: Path = Path("data/staging")
 

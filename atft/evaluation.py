@@ -24,6 +24,7 @@ from atft.data.arrays import FeatureArrays, load_arrays
 from atft.data.dataset import DayDataset, day_loader, history_days
 from atft.metrics import evaluate_predictions
 from atft.models import ContractModel
+from atft.threads import govern
 from atft.training.session import Windows, prepare_data
 from atft.training.trainer import predict, select_device
 from schemas.manifest import FeatureManifest
@@ -73,6 +74,7 @@ def evaluate_model(
     cutoff = days[-1] + arrays.manifest.label_span(max(arrays.horizons))
     dataset = DayDataset(arrays, days, lookback, model.config.graph, label_cutoff=cutoff)
     loader = day_loader(dataset, config.train.days_per_batch, shuffle=False)
+    govern(config.train.threads)
     pred, label, mask = predict(model, loader, select_device(config.train.device))
     returns = arrays.forward_returns[days]
     metrics = evaluate_predictions(pred, label, mask, arrays.horizons, config.evaluation.portfolio, returns=returns)
@@ -86,7 +88,6 @@ def evaluate_baselines(
     windows: Windows,
     start: date,
     end: date,
-    threads: int = 0,
 ) -> dict[str, dict[str, float]]:
     """The metrics of each of ``config.evaluation.baselines`` on [start, end], as :func:`evaluate_model`'s.
 
@@ -99,6 +100,7 @@ def evaluate_baselines(
     _, label, mask = dense_rows(arrays, days)
     returns = arrays.forward_returns[days]
     columns = csz_columns(manifest)
+    threads = govern(config.train.threads).threads
     results = {}
     for name in config.evaluation.baselines:
         scores = baseline_scores(

@@ -23,6 +23,7 @@ from atft.data.arrays import load_arrays
 from atft.data.dataset import DayDataset, day_loader, history_days
 from atft.evaluation import predictions_frame
 from atft.registry import EmptyRegistry, LoadedCheckpoint, Registry
+from atft.threads import govern
 from atft.training.trainer import predict, select_device
 from atft.warehouse import Warehouse
 
@@ -72,6 +73,7 @@ def score_day(
     days = [len(arrays.dates) - 1]
     dataset = DayDataset(arrays, days, lookback, graph)
     device = select_device(config.train.device)
+    govern(config.train.threads)
     pred, _, _ = predict(model, day_loader(dataset, 1, shuffle=False), device)
     pred_columns = [f"pred_{h}d" for h in arrays.horizons]
     frame = predictions_frame(arrays, days, pred)[["Date", "Code", *pred_columns]]

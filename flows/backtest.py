@@ -19,7 +19,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 import time
 from contextlib import nullcontext
@@ -28,7 +27,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-import torch
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -52,6 +50,7 @@ from atft.backtest import (
     summarise_backtest,
 )
 from atft.config import PipelineConfig, load_config
+from atft.threads import core_budget
 from atft.warehouse import Warehouse
 from flows.cli import run_flow
 from flows.features import build_features
@@ -76,12 +75,10 @@ def replay_retrain(
     window: BacktestWindow,
     run_dir: str,
     warehouse: str | None,
-    torch_threads: int,
     overrides: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """Train the retrain of ``window.as_of``, predict its OOS sessions; returns the Parquet path and how it went."""
     began = time.perf_counter()
-    torch.set_num_threads(torch_threads)  # process-wide: parallel windows must not oversubscribe the cores
     logger = get_run_logger()
     settings = _settings(config, overrides)
     manifest = FeatureManifest.read(features_ref["manifest_path"])
@@ -111,14 +108,11 @@ def replay_windows(
     windows: list[BacktestWindow],
     run_dir: str,
     warehouse: str | None,
-    torch_threads: int,
     overrides: dict[str, Any] | None,
 ) -> list[dict[str, Any]]:
     """Every retrain as a task on this flow's task runner; one log line per finished window, in finishing order."""
     logger = get_run_logger()
-    futures = {
-        replay_retrain.submit(config, features_ref, w, run_dir, warehouse, torch_threads, overrides): w for w in windows
-    }
+    futures = {replay_retrain.submit(config, features_ref, w, run_dir, warehouse, overrides): w for w in windows}
     results, failed = [], []
     for future in as_completed(list(futures)):
         w = futures[future]
@@ -243,21 +237,22 @@ def backtest(
     windows = plan_backtest(dates, start, end, step, settings, warm_up)
     run_dir = settings.train.staging_dir / f"backtest-{flow_run.id}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    cores = len(os.sched_getaffinity(0))
-    parallel = min(len(windows), workers or cores)
-    # Windows at a time share the cores. Oversubscribed intra-op threads are not just slower but can stall for seconds
-    # per step when another process takes a core (measured: 50 s instead of 1 s per S&P step with 2 threads on 2
-    # busy cores). Same count on both runners, so they give the same numbers.
-    torch_threads = max(1, cores // parallel)
+    budget = core_budget()
+    parallel = min(len(windows), workers or budget.usable)
+    if parallel > 1:
+        # Windows at a time share the cores, each on a pinned share of them: windows on the thread runner are in one
+        # process, where the thread policy cannot tell them from each other. The same count on both runners gives
+        # the same numbers.
+        overrides = (overrides or {}) | {"train.threads": max(1, budget.usable // parallel)}
     logger = get_run_logger()
     logger.info(
-        "backtest of %s: %d retrains every %d sessions, as-of %s..%s, %d at a time on %s (%d torch threads each)",
+        "backtest of %s: %d retrains every %d sessions, as-of %s..%s, %d at a time on %s; %s",
         settings.model.name, len(windows), step, windows[0].as_of, windows[-1].as_of, parallel, task_runner,
-        torch_threads,
+        budget.describe(),
     )  # fmt: skip
     replay = replay_windows.with_options(task_runner=_task_runner(task_runner, parallel))
     with _api_for_workers() if task_runner == "dask" else nullcontext():
-        results = replay(config, features_ref, windows, str(run_dir), warehouse, torch_threads, overrides)
+        results = replay(config, features_ref, windows, str(run_dir), warehouse, overrides)
     paths = stitch_backtest(config, str(run_dir), windows, results, overrides)
     summary = json.loads(Path(paths["summary_path"]).read_text())
     header = (

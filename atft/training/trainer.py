@@ -23,6 +23,7 @@ from atft.config import TrainConfig
 from atft.data.arrays import FeatureArrays
 from atft.losses import RankingLoss
 from atft.metrics import daily_ic, daily_rank_ic, summarise
+from atft.threads import govern, tick
 
 
 class TrainingDiverged(RuntimeError):
@@ -42,13 +43,15 @@ class EpochRecord:
     seconds: float
     stock_days_per_s: float
     data_seconds: float  # of ``seconds``, waiting for batches
+    threads: int = 0  # torch CPU threads at the epoch's end
 
     def line(self) -> str:
         ric = ", ".join(f"{h}d {v:+.4f}" for h, v in self.valid_rank_ic.items())
         flag = "  COLLAPSE" if self.collapsed else ""
         return (
             f"epoch {self.epoch}: loss {self.train_loss:.4f}; valid RankIC {ric}; pred std {self.prediction_std:.4f}"
-            f"{flag}; {self.seconds:.1f} s ({self.stock_days_per_s:,.0f} stock-days/s, data {self.data_seconds:.1f} s)"
+            f"{flag}; {self.seconds:.1f} s ({self.stock_days_per_s:,.0f} stock-days/s, data {self.data_seconds:.1f} s, "
+            f"{self.threads} threads)"
         )
 
 
@@ -60,6 +63,7 @@ class TrainResult:
     best_valid_rank_ic: float
     device: str
     collapsed: bool = field(default=False)  # the best epoch's predictions had collapsed
+    threads: str = ""  # the thread policy it ran under, and every change the host's load made to it
 
     def history_dicts(self) -> list[dict[str, object]]:
         return [asdict(record) for record in self.history]
@@ -102,6 +106,9 @@ def fit(
     if config.primary_horizon not in horizons:
         raise ValueError(f"train.primary_horizon {config.primary_horizon} is not one of the horizons {horizons}")
     device = select_device(config.device)
+    governor = govern(config.threads)
+    changes_before = len(governor.changes)
+    policy = governor.describe()
     model = model.to(device)
     step_model = torch.compile(model) if config.compile and device.type == "cuda" else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -132,6 +139,7 @@ def fit(
             seconds=seconds,
             stock_days_per_s=stock_days / seconds,
             data_seconds=data_seconds,
+            threads=governor.threads,
         )
         history.append(record)
         if on_epoch is not None:
@@ -150,6 +158,7 @@ def fit(
         best_valid_rank_ic=best[0],
         device=str(device),
         collapsed=best[3],
+        threads="; ".join([policy, *governor.changes[changes_before:]]),
     )
 
 
@@ -169,6 +178,7 @@ def _train_epoch(
     fetched = time.perf_counter()
     for step, batch in enumerate(loader, start=1):
         waited += time.perf_counter() - fetched
+        tick()
         batch = batch.to(device, non_blocking=True)
         with _autocast(device):
             pred = model(*batch.inputs())
@@ -197,6 +207,7 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple
     model.to(device).eval()
     preds, labels, masks = [], [], []
     for batch in loader:
+        tick()
         batch = batch.to(device)
         with _autocast(device):
             pred = model(*batch.inputs()).float()
