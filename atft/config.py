@@ -317,6 +317,9 @@ class TrainConfig(_Strict):
     # (see atft.threads); a number pins it, which bit-for-bit reproducible runs need.
     threads: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     collapse_std: float = Field(1e-3, ge=0)  # median per-day prediction std below this is a collapse
+    # Wall-clock limit of the training task; the train flow stops a run past it, and warns after the first epoch
+    # when the measured speed will not fit.
+    timeout_s: float = Field(6 * 3600, gt=0)
     staging_dir: Path = Path("data/staging")
 
 

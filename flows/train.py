@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import asdict
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from prefect.runtime import flow_run
 
 from atft.config import load_config
 from atft.training.session import Windows, check_features, prepare_data, stage, train_model
+from atft.training.trainer import EpochRecord, eta_text, overrun_warning
 from atft.warehouse import Warehouse
 from flows.cli import run_flow
 from flows.naming import named_by_config
@@ -53,11 +55,12 @@ def check_feature_contract(config: str, features_ref: dict[str, Any], warehouse:
         raise
 
 
-@task(name="train-model", tags=["gpu"], timeout_seconds=6 * 3600, cache_policy=NO_CACHE)
+@task(name="train-model", tags=["gpu"], cache_policy=NO_CACHE)  # timeout: train.timeout_s, set by ``train``
 def train_model_task(
     config: str, features_ref: dict[str, Any], windows: dict[str, date], warehouse: str | None
 ) -> dict[str, Any]:
     """Train and stage; returns where the staged result is and how it went, never the weights themselves."""
+    began = time.perf_counter()
     logger = get_run_logger()
     settings = load_config(config)
     manifest = FeatureManifest.read(features_ref["manifest_path"])
@@ -68,12 +71,23 @@ def train_model_task(
         progress=0.0, key=_key(config, "progress"), description=f"training {settings.model.name}"
     )
 
-    def on_epoch(record: Any) -> None:
-        logger.info(record.line())
-        update_progress_artifact(progress, progress=100.0 * record.epoch / settings.train.epochs)
+    epochs = settings.train.epochs
 
+    def on_epoch(record: EpochRecord) -> None:
+        logger.info(record.line())
+        warning = overrun_warning(record, time.perf_counter() - began, epochs, settings.train.timeout_s)
+        if warning:
+            logger.warning(warning)
+        description = f"training {settings.model.name}: epoch {record.epoch} of {epochs}{eta_text(record.eta_s)}"
+        update_progress_artifact(progress, progress=100.0 * record.epoch / epochs, description=description)
+
+    logger.info(
+        "training %s on %d days, validating on %d, up to %d epochs (timeout %.0f min)",
+        settings.model.name, len(data.train_days), len(data.valid), epochs, settings.train.timeout_s / 60,
+    )  # fmt: skip
     model, result = train_model(settings, manifest, data, on_epoch)
-    update_progress_artifact(progress, progress=100.0)
+    logger.info("threads: %s", result.threads)
+    update_progress_artifact(progress, progress=100.0, description=f"trained {settings.model.name}")
     run = flow_run.id or datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     directory = stage(model, result, manifest, span, settings.train.staging_dir / f"{settings.name}-{run}")
     if result.collapsed:
@@ -109,7 +123,8 @@ def train(
     """
     windows = asdict(Windows(train_start, train_end, valid_start, valid_end))
     check_feature_contract(config, features_ref, warehouse)
-    staged = train_model_task(config, features_ref, windows, warehouse)
+    timeout = load_config(config).train.timeout_s
+    staged = train_model_task.with_options(timeout_seconds=timeout)(config, features_ref, windows, warehouse)
     get_run_logger().info(
         "staged %s at %s: best epoch %s, validation RankIC %.4f",
         staged["model"], staged["staging_dir"], staged["best_epoch"], staged["best_valid_rank_ic"],

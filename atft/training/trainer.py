@@ -44,6 +44,7 @@ class EpochRecord:
     stock_days_per_s: float
     data_seconds: float  # of ``seconds``, waiting for batches
     threads: int = 0  # torch CPU threads at the epoch's end
+    eta_s: float = 0.0  # the remaining epochs at the mean speed so far (early stopping may end sooner)
 
     def line(self) -> str:
         ric = ", ".join(f"{h}d {v:+.4f}" for h, v in self.valid_rank_ic.items())
@@ -51,7 +52,7 @@ class EpochRecord:
         return (
             f"epoch {self.epoch}: loss {self.train_loss:.4f}; valid RankIC {ric}; pred std {self.prediction_std:.4f}"
             f"{flag}; {self.seconds:.1f} s ({self.stock_days_per_s:,.0f} stock-days/s, data {self.data_seconds:.1f} s, "
-            f"{self.threads} threads)"
+            f"{self.threads} threads){eta_text(self.eta_s)}"
         )
 
 
@@ -117,6 +118,7 @@ def fit(
     primary = horizons.index(config.primary_horizon)
     history: list[EpochRecord] = []
     best: tuple[float, int, dict[str, torch.Tensor], bool] | None = None
+    started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         began = time.perf_counter()
         loss, components, stock_days, data_seconds = _train_epoch(
@@ -140,6 +142,7 @@ def fit(
             stock_days_per_s=stock_days / seconds,
             data_seconds=data_seconds,
             threads=governor.threads,
+            eta_s=(time.perf_counter() - started) / epoch * (config.epochs - epoch),
         )
         history.append(record)
         if on_epoch is not None:
@@ -217,6 +220,25 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple
     width = max(p.shape[1] for p in preds)
     return tuple(np.concatenate([_pad(a, width, fill) for a in arrays]) for arrays, fill in (
         (preds, np.nan), (labels, np.nan), (masks, False)))  # fmt: skip
+
+
+def eta_text(seconds: float) -> str:
+    """ ", ETA 3 min 20 s" for what is left; nothing once it is done."""
+    if seconds <= 0:
+        return ""
+    minutes, rest = divmod(round(seconds), 60)
+    return f", ETA {minutes} min {rest} s" if minutes else f", ETA {rest} s"
+
+
+def overrun_warning(record: EpochRecord, elapsed_s: float, epochs: int, timeout_s: float) -> str | None:
+    """After the first epoch: a warning if all ``epochs`` at its speed would run past ``timeout_s``, else None."""
+    if record.epoch != 1 or elapsed_s + record.eta_s <= timeout_s:
+        return None
+    return (
+        f"at {record.seconds:.0f} s per epoch, {epochs} epochs need about {(elapsed_s + record.eta_s) / 60:.0f} min in "
+        f"all, past the {timeout_s / 60:.0f}-min timeout (train.timeout_s): the run will be stopped unless early "
+        "stopping ends it sooner; lower train.epochs or raise train.timeout_s"
+    )
 
 
 def prediction_std(pred: np.ndarray, mask: np.ndarray) -> float:

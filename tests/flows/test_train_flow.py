@@ -76,3 +76,18 @@ def test_windows_must_be_ordered(market):
     assert state.is_failed()
     with pytest.raises(ValueError, match="train_end < valid_start"):
         state.result()
+
+
+def test_a_run_that_will_not_fit_its_timeout_says_so_after_the_first_epoch(tmp_path, small_market, caplog):
+    # Early stopping (patience 1) ends it long before the 1,000 epochs that the first epoch's speed projects.
+    train = {"epochs": 1000, "patience": 1, "days_per_batch": 8, "timeout_s": 60, "staging_dir": str(tmp_path / "s")}
+    config = small_market(tmp_path, "overrun", train=train)
+    ingest_flow.ingest(config=config)
+    ref = features_flow.build_features(config=config)
+    with caplog.at_level("INFO"):
+        staged = train_flow.train(config=config, features_ref=ref, **WINDOWS)
+    assert staged["epochs_run"] < 1000
+    messages = [r.getMessage() for r in caplog.records]
+    warnings = [m for m in messages if "past the 1-min timeout (train.timeout_s)" in m]
+    assert len(warnings) == 1 and "1000 epochs need about" in warnings[0]
+    assert any(m.startswith("epoch 1:") and ", ETA " in m for m in messages)

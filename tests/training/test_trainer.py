@@ -14,7 +14,16 @@ from atft.data.dataset import DayDataset, day_loader
 from atft.losses import RankingLoss
 from atft.metrics import daily_rank_ic
 from atft.models import build_model
-from atft.training.trainer import TrainingDiverged, _warmup_cosine, fit, fit_input_scaling, predict, prediction_std
+from atft.training.trainer import (
+    EpochRecord,
+    TrainingDiverged,
+    _warmup_cosine,
+    fit,
+    fit_input_scaling,
+    overrun_warning,
+    predict,
+    prediction_std,
+)
 from schemas.manifest import CSZSettings, FeatureColumn, FeatureManifest
 
 DAYS, STOCKS, WIDTH, LOOKBACK = 80, 60, 6, 8
@@ -95,6 +104,19 @@ def test_a_constant_prediction_model_is_flagged_as_collapsed():
     result = fit(Constant(), train, valid, RankingLoss(LossConfig(), HORIZONS), config, HORIZONS, seen.append)
     assert [r.collapsed for r in seen] == [True, True] and result.collapsed
     assert seen[0].prediction_std < 1e-6 and "COLLAPSE" in seen[0].line()  # 0 up to float32 rounding of the mean
+    # Progress: the first epoch projects the second at its own speed, the last has nothing left.
+    assert seen[0].eta_s == pytest.approx(seen[0].seconds, rel=0.2) and seen[1].eta_s == 0
+    assert ", ETA " in seen[0].line() and "ETA" not in seen[1].line()
+    assert all(r.threads >= 1 for r in seen) and "torch threads" in result.threads
+
+
+def test_an_overrun_is_projected_from_the_first_epoch_only():
+    record = EpochRecord(1, 0.0, {}, {}, {}, 1.0, False, 1e-3, seconds=100.0, stock_days_per_s=1.0, data_seconds=0.0,
+                         eta_s=700.0)  # fmt: skip
+    assert overrun_warning(record, elapsed_s=130.0, epochs=8, timeout_s=600).startswith("at 100 s per epoch, 8 epochs")
+    assert overrun_warning(record, elapsed_s=130.0, epochs=8, timeout_s=900) is None
+    later = EpochRecord(2, 0.0, {}, {}, {}, 1.0, False, 1e-3, 100.0, 1.0, 0.0, eta_s=600.0)
+    assert overrun_warning(later, elapsed_s=230.0, epochs=8, timeout_s=600) is None
 
 
 def test_a_non_finite_loss_stops_training_with_a_clear_error():
