@@ -136,13 +136,16 @@ def replay_windows(
     return sorted(results, key=lambda r: r["window"])
 
 
-def _task_runner(name: TaskRunnerName, workers: int) -> TaskRunner:
+def _task_runner(name: TaskRunnerName, workers: int, address: str | None) -> TaskRunner:
     if name == "threads":
         return ThreadPoolTaskRunner(max_workers=workers)
     try:
         from prefect_dask import DaskTaskRunner
     except ImportError as exc:
         raise RuntimeError("task_runner='dask' needs prefect-dask: pip install -e '.[dask]'") from exc
+    if address:
+        # An existing cluster: its workers need this project installed and the Prefect API this run uses.
+        return DaskTaskRunner(address=address)
     # One thread per worker process: a window's torch threads are set by the task. Any free dashboard port.
     cluster = {"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"}
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=cluster)
@@ -218,10 +221,13 @@ def backtest(
     warehouse: str | None = None,
     workers: int | None = None,
     overrides: dict[str, Any] | None = None,
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
     """Retrain every ``step`` sessions (default ``retrain.step_days``) with as-of dates from ``start`` to ``end``; each
     model predicts the sessions up to the next retrain. ``workers``: windows at a time (default: one per core, at
-    most one per window); ``overrides``: dotted config keys, e.g. ``{"train.epochs": 1}``.
+    most one per window); ``overrides``: dotted config keys, e.g. ``{"train.epochs": 1}``; ``dask_address``: an
+    existing Dask scheduler (``tcp://host:8786``) to run the windows on instead of a local cluster (implies
+    ``task_runner="dask"``; the cluster decides how many run at once, and each worker its own threads).
 
     Returns the run directory and the paths of the stitched predictions and of summary.json.
     """
@@ -238,27 +244,29 @@ def backtest(
     run_dir = settings.train.staging_dir / f"backtest-{flow_run.id}"
     run_dir.mkdir(parents=True, exist_ok=True)
     budget = core_budget()
+    task_runner = "dask" if dask_address else task_runner
     parallel = min(len(windows), workers or budget.usable)
-    if parallel > 1:
+    if parallel > 1 and not dask_address:
         # Windows at a time share the cores, each on a pinned share of them: windows on the thread runner are in one
         # process, where the thread policy cannot tell them from each other. The same count on both runners gives
         # the same numbers.
         overrides = (overrides or {}) | {"train.threads": max(1, budget.usable // parallel)}
     logger = get_run_logger()
     logger.info(
-        "backtest of %s: %d retrains every %d sessions, as-of %s..%s, %d at a time on %s; %s",
-        settings.model.name, len(windows), step, windows[0].as_of, windows[-1].as_of, parallel, task_runner,
-        budget.describe(),
+        "backtest of %s: %d retrains every %d sessions, as-of %s..%s, %s",
+        settings.model.name, len(windows), step, windows[0].as_of, windows[-1].as_of,
+        f"on the Dask cluster at {dask_address}" if dask_address else
+        f"{parallel} at a time on {task_runner}; {budget.describe()}",
     )  # fmt: skip
-    replay = replay_windows.with_options(task_runner=_task_runner(task_runner, parallel))
+    replay = replay_windows.with_options(task_runner=_task_runner(task_runner, parallel, dask_address))
     with _api_for_workers() if task_runner == "dask" else nullcontext():
         results = replay(config, features_ref, windows, str(run_dir), warehouse, overrides)
     paths = stitch_backtest(config, str(run_dir), windows, results, overrides)
     summary = json.loads(Path(paths["summary_path"]).read_text())
+    where = f"the Dask cluster at {dask_address}" if dask_address else f"{task_runner} ({parallel} at a time)"
     header = (
-        f"`{config}`, {settings.model.name}, {len(windows)} retrains every {step} sessions on {task_runner} "
-        f"({parallel} at a time), overrides {overrides or 'none'}, {time.perf_counter() - began:.0f} s; record in "
-        f"`{run_dir}`"
+        f"`{config}`, {settings.model.name}, {len(windows)} retrains every {step} sessions on {where}, overrides "
+        f"{overrides or 'none'}, {time.perf_counter() - began:.0f} s; record in `{run_dir}`"
     )
     _publish(config, summary, header)
     for line in report_lines(summary):
@@ -274,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", type=int, help="sessions between retrains (default: retrain.step_days)")
     parser.add_argument("--task-runner", choices=["threads", "dask"], default="threads")
     parser.add_argument("--workers", type=int, help="retrains at a time (default: one per core)")
+    parser.add_argument("--dask-address", help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
     parser.add_argument("--epochs", type=int, help="override train.epochs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, e.g. --set retrain.train_days=250 (repeatable)")  # fmt: skip
@@ -284,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = dict(item.split("=", 1) for item in args.set) | ({"train.epochs": args.epochs} if args.epochs else {})
     state, code = run_flow(backtest, config=args.config, start=args.start, end=args.end, step=args.step,
                            task_runner=args.task_runner, warehouse=args.warehouse, workers=args.workers,
-                           overrides=overrides or None)  # fmt: skip
+                           overrides=overrides or None, dask_address=args.dask_address)  # fmt: skip
     if code:
         return code
     result = state.result()

@@ -1,7 +1,11 @@
-"""``backtest``: rolling retrains replayed on threads and on a local Dask cluster, stitched without overlap or gap,
-with metrics that a recomputation from the stitched Parquet reproduces, and no training label past its as-of date."""
+"""``backtest``: rolling retrains replayed on threads, on a local Dask cluster and on an existing one by address,
+stitched without overlap or gap, with metrics that a recomputation from the stitched Parquet reproduces, and no
+training label past its as-of date."""
 
 import json
+import socket
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -9,6 +13,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from distributed import Client
 
 import flows.features as features_flow
 import flows.ingest as ingest_flow
@@ -117,6 +122,40 @@ def test_a_local_dask_cluster_replays_the_same_predictions(market, threads_run):
     # Same seeds, same data, same torch thread count per window: bit for bit (fits in one process take turns, see
     # atft.backtest.TORCH_LOCK; a different intra-op thread count would move float32 sums in their last bits).
     pd.testing.assert_frame_equal(dask, threads, check_exact=True)
+
+
+@pytest.fixture
+def dask_cluster():
+    """A scheduler and two single-thread workers on loopback ports, each its own process, as a user's cluster."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    dask = [sys.executable, "-m", "dask"]
+    processes = [subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                   "--dashboard-address", "127.0.0.1:0"], stderr=subprocess.DEVNULL)]  # fmt: skip
+    worker = [*dask, "worker", address, "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"]
+    processes += [subprocess.Popen(worker, stderr=subprocess.DEVNULL) for _ in range(2)]
+    try:
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+
+
+def test_an_existing_dask_cluster_by_address_replays_the_same_predictions(market, threads_run, dask_cluster):
+    config, _, _ = market
+    _, threads = threads_run
+    # The threads run pinned each of its two windows at a time to one thread; so does this one, to compare exactly.
+    result = backtest(config=config, start=START, end=END, step=STEP, dask_address=dask_cluster,
+                      overrides={"train.threads": 1})  # fmt: skip
+    with Client(dask_cluster) as client:  # the windows ran there, not on a cluster of the flow's own
+        assert "replay_retrain" in client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
+    pd.testing.assert_frame_equal(pd.read_parquet(result["predictions_path"]), threads, check_exact=True)
 
 
 def test_no_training_label_reaches_past_its_as_of_date(market):
