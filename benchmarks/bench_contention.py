@@ -55,7 +55,7 @@ def train_phase(config_path: str, epochs: int, train_days: int, policy: bool) ->
                           "seconds": record.seconds, "threads": record.threads}), flush=True)  # fmt: skip
 
     _, result = train_model(config, manifest, data, report)
-    print(json.dumps({"policy": result.threads}), flush=True)
+    print(json.dumps({"policy": result.thread_policy}), flush=True)
 
 
 def prepare(config_path: str) -> Path:

@@ -64,7 +64,7 @@ class TrainResult:
     best_valid_rank_ic: float
     device: str
     collapsed: bool = field(default=False)  # the best epoch's predictions had collapsed
-    threads: str = ""  # the thread policy it ran under, and every change the host's load made to it
+    thread_policy: str = ""  # the thread policy it ran under, and every change the host's load made to it
 
     def history_dicts(self) -> list[dict[str, object]]:
         return [asdict(record) for record in self.history]
@@ -161,7 +161,7 @@ def fit(
         best_valid_rank_ic=best[0],
         device=str(device),
         collapsed=best[3],
-        threads="; ".join([policy, *governor.changes[changes_before:]]),
+        thread_policy="; ".join([policy, *governor.changes[changes_before:]]),
     )
 
 

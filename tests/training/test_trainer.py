@@ -107,7 +107,7 @@ def test_a_constant_prediction_model_is_flagged_as_collapsed():
     # Progress: the first epoch projects the second at its own speed, the last has nothing left.
     assert seen[0].eta_s == pytest.approx(seen[0].seconds, rel=0.2) and seen[1].eta_s == 0
     assert ", ETA " in seen[0].line() and "ETA" not in seen[1].line()
-    assert all(r.threads >= 1 for r in seen) and "torch threads" in result.threads
+    assert all(r.threads >= 1 for r in seen) and "torch threads" in result.thread_policy
 
 
 def test_an_overrun_is_projected_from_the_first_epoch_only():
