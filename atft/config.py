@@ -311,7 +311,10 @@ class TrainConfig(_Strict):
     patience: int = Field(3, ge=1)  # epochs without a better validation RankIC before stopping
     primary_horizon: int = Field(5, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    compile: bool = False  # torch.compile on CUDA
+    # torch.compile. "auto": on CPU, the model's per-step block (FAN and the VSN) when the run trains enough
+    # stock-days to repay the compile (see atft.training.trainer.COMPILE_MIN_STOCK_DAYS); nothing on CUDA.
+    # true: always, the whole model on CUDA. false: never.
+    compile: Literal["auto"] | bool = "auto"
     num_workers: int = Field(0, ge=0)
     # Torch CPU threads: "auto" runs on the cores that other processes leave free and follows the host's load
     # (see atft.threads); a number pins it, which bit-for-bit reproducible runs need.

@@ -87,6 +87,7 @@ def train_model_task(
     )  # fmt: skip
     model, result = train_model(settings, manifest, data, on_epoch)
     logger.info("threads: %s", result.thread_policy)
+    logger.info("compiled: %s", result.compiled)
     update_progress_artifact(progress, progress=100.0, description=f"trained {settings.model.name}")
     run = flow_run.id or datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     directory = stage(model, result, manifest, span, settings.train.staging_dir / f"{settings.name}-{run}")

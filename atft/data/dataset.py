@@ -48,6 +48,10 @@ class DayDataset(Dataset):
     def __len__(self) -> int:
         return len(self.days)
 
+    def stock_days(self) -> int:
+        """Stocks trading on each of ``days``, summed: the rows one pass over the dataset scores."""
+        return int(self.arrays.present[self.days].sum())
+
     def __getitem__(self, positions: Sequence[int]) -> DayBatch:
         a = self.arrays
         days = [self.days[p] for p in positions]

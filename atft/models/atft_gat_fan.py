@@ -81,14 +81,33 @@ class ATFTGATFAN(ContractModel):
         residual = self.fan(x)
         return self.selection(residual) + self.nonstationary(x - residual)
 
+    def compile_for_cpu(self) -> bool:
+        """Run FAN and the VSN through torch.compile (inductor's C++ kernels), on chunks of one fixed size.
+
+        They are elementwise over [V, var_hidden, rows] tensors, which eager mode writes to memory and reads back
+        once per op; compiled, they fuse into a few loops. A fixed chunk size (the last chunk zero-padded, rows being
+        independent) gives one graph per mode (train, eval) and never a recompile for a new day size.
+        """
+        self._compiled_per_step = torch.compile(self._per_step, dynamic=False)
+        return True
+
+    def _per_step_chunked(self, x: Tensor) -> Tensor:
+        rows = max(1, CHUNK_ELEMENTS // (x.shape[1] * x.shape[2] * self.config.var_hidden))
+        compiled = getattr(self, "_compiled_per_step", None)
+        if compiled is None:
+            return torch.cat([self._per_step(chunk) for chunk in x.split(rows)])
+        chunks = list(x.split(rows))
+        if pad := rows - chunks[-1].shape[0]:
+            chunks[-1] = torch.cat([chunks[-1], x.new_zeros(pad, *x.shape[1:])])
+        return torch.cat([compiled(chunk) for chunk in chunks])[: x.shape[0]]
+
     def forward(self, x: Tensor, x_mask: Tensor, edge_index: Tensor, edge_attr: Tensor, day: Tensor) -> Tensor:
         x = self.prepare_inputs(x, x_mask)
         if x.device.type != "cpu" or torch.compiler.is_compiling():
             # Accelerators, export and torch.compile take all rows at once: no loop whose length depends on N.
             per_step = self._per_step(x)
         else:
-            rows = max(1, CHUNK_ELEMENTS // (x.shape[1] * x.shape[2] * self.config.var_hidden))
-            per_step = torch.cat([self._per_step(chunk) for chunk in x.split(rows)])
+            per_step = self._per_step_chunked(x)
         h_time = self.encoder(self.day_context(per_step, x, day, x_mask), x_mask)[:, -1]
         h_graph = h_time
         for conv, norm in zip(self.graph_layers, self.graph_norms, strict=True):

@@ -56,6 +56,10 @@ class ContractModel(nn.Module):
             self.input_mean.copy_(mean)
             self.input_std.copy_(std.clamp_min(STD_FLOOR))
 
+    def compile_for_cpu(self) -> bool:
+        """Compile the parts of the model that pay for it on CPU; False when there are none (the default)."""
+        return False
+
     def describe(self) -> dict[str, Any]:
         """JSON-able summary stored next to the weights in a checkpoint."""
         return {

@@ -34,10 +34,10 @@ class DayContextFiLM(nn.Module):
 
     def forward(self, h: Tensor, x: Tensor, day: Tensor, present: Tensor) -> Tensor:
         weight = present.to(h.dtype).unsqueeze(-1)
-        stats = torch.cat([x, h], dim=-1)
-        # Sums into N slots indexed by day (at most N days): no size that depends on the values in ``day``.
-        sums = torch.zeros_like(stats).index_add(0, day, stats * weight)
-        counts = torch.zeros_like(weight).index_add(0, day, weight)
-        context = sums[day] / counts[day].clamp_min(1.0)
-        gamma, beta = self.film(self.summary(context)).chunk(2, dim=-1)
+        # One slot per day: the summary layers run once per day and step, not once per stock. Export, compile and
+        # accelerators get N slots (at most N days), a size that does not depend on the values in ``day``.
+        slots = h.shape[0] if h.device.type != "cpu" or torch.compiler.is_compiling() else int(day.max()) + 1
+        sums = [t.new_zeros(slots, *t.shape[1:]).index_add(0, day, t * weight) for t in (x, h, weight)]
+        context = torch.cat(sums[:2], dim=-1) / sums[2].clamp_min(1.0)
+        gamma, beta = self.film(self.summary(context))[day].chunk(2, dim=-1)
         return h * (1.0 + gamma) + beta

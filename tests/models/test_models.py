@@ -17,7 +17,6 @@ from atft.models.atft_gat_fan import TemporalEncoder
 from atft.models.contract import STD_FLOOR, InputWidthError
 from atft.models.day_context import DayContextFiLM
 from atft.models.fan import CausalFAN, kth_largest
-from atft.models.grn import GatedResidualNetwork
 
 WIDTH, LOOKBACK = 6, 8
 HORIZONS = [1, 5, 10]
@@ -317,18 +316,6 @@ def test_day_context_at_a_step_ignores_every_later_step() -> None:
     h[:, 3:] += 5.0
     x[:, 3:] -= 5.0
     torch.testing.assert_close(film(h, x, day, present)[:, :3], before[:, :3])
-
-
-def test_grouped_grn_equals_independent_grns() -> None:
-    torch.manual_seed(0)
-    for in_dim, out_dim in ((3, 5), (4, 4)):  # projected and identity skip
-        grouped = GatedResidualNetwork(in_dim, 4, out_dim, dropout=0.0, groups=3)
-        a = torch.randn(3, 7, in_dim)
-        out = grouped(a)
-        for g in range(3):
-            single = GatedResidualNetwork(in_dim, 4, out_dim, dropout=0.0)
-            single.load_state_dict({k: v[g : g + 1] for k, v in grouped.state_dict().items()})
-            torch.testing.assert_close(single(a[g : g + 1]), out[g : g + 1])
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -15,8 +15,10 @@ from atft.losses import RankingLoss
 from atft.metrics import daily_rank_ic
 from atft.models import build_model
 from atft.training.trainer import (
+    COMPILE_MIN_STOCK_DAYS,
     EpochRecord,
     TrainingDiverged,
+    _compiled,
     _warmup_cosine,
     fit,
     fit_input_scaling,
@@ -108,6 +110,22 @@ def test_a_constant_prediction_model_is_flagged_as_collapsed():
     assert seen[0].eta_s == pytest.approx(seen[0].seconds, rel=0.2) and seen[1].eta_s == 0
     assert ", ETA " in seen[0].line() and "ETA" not in seen[1].line()
     assert all(r.threads >= 1 for r in seen) and "torch threads" in result.thread_policy
+    stock_days = 2 * (60 - LOOKBACK + 1) * STOCKS
+    assert result.compiled == f"nothing (auto: {stock_days:,} stock-days to train, below {COMPILE_MIN_STOCK_DAYS:,})"
+
+
+def test_train_compile_chooses_the_per_step_block_on_cpu_and_says_why_not_otherwise():
+    cpu = torch.device("cpu")
+    big = COMPILE_MIN_STOCK_DAYS
+    model = small_model()
+    stepped, what = _compiled(model, TrainConfig(compile="auto"), cpu, big)
+    assert stepped is model and what == "the per-step block on CPU (torch.compile, inductor)"
+    assert model._compiled_per_step is not None  # torch.compile is lazy: nothing is compiled until a step runs
+    assert _compiled(small_model(), TrainConfig(compile=True), cpu, 10)[1].startswith("the per-step block")
+    assert _compiled(small_model(), TrainConfig(compile=False), cpu, big)[1] == "nothing (train.compile is false)"
+    for other, name in ((Constant(), "Constant"), (small_model("apex"), "APEX")):
+        what = _compiled(other, TrainConfig(compile=True), cpu, big)[1]
+        assert what == f"nothing ({name} has no block compiled on CPU)"
 
 
 def test_an_overrun_is_projected_from_the_first_epoch_only():
