@@ -319,6 +319,12 @@ class TrainConfig(_Strict):
     # Torch CPU threads: "auto" runs on the cores that other processes leave free and follows the host's load
     # (see atft.threads); a number pins it, which bit-for-bit reproducible runs need.
     threads: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    # "champion": start from the registry champion's weights when it is the same model (manifest, model config,
+    # horizons) and fine-tune for warm_start_epochs at warm_start_learning_rate; otherwise train from scratch and
+    # say why. "none": always from scratch.
+    warm_start: Literal["none", "champion"] = "none"
+    warm_start_epochs: int = Field(2, ge=1)
+    warm_start_learning_rate: float = Field(3e-4, gt=0)
     collapse_std: float = Field(1e-3, ge=0)  # median per-day prediction std below this is a collapse
     # Wall-clock limit of the training task; the train flow stops a run past it, and warns after the first epoch
     # when the measured speed will not fit.

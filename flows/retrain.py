@@ -106,6 +106,7 @@ def rolling_retrain(
         ("windows", ", ".join(f"{k} {v}" for k, v in windows.items())),
         ("training", f"{staged['model']}, best epoch {staged['best_epoch']} of {staged['epochs_run']}, "
                      f"validation RankIC {staged['best_valid_rank_ic']:.4f}"),
+        ("started from", staged["warm_start"]["from_version"] or f"scratch ({staged['warm_start']['reason']})"),
         ("champion before", verdict["champion"] or "none"),
         ("gates", "passed" if verdict["passed"] else "; ".join(verdict["reasons"])),
     ]  # fmt: skip

@@ -29,6 +29,7 @@ from prefect.runtime import flow_run
 from atft.config import load_config
 from atft.training.session import Windows, check_features, prepare_data, stage, train_model
 from atft.training.trainer import EpochRecord, eta_text, overrun_warning
+from atft.training.warm_start import COLD, champion_start
 from atft.warehouse import Warehouse
 from flows.cli import run_flow
 from flows.naming import named_by_config
@@ -70,8 +71,11 @@ def train_model_task(
     progress = create_progress_artifact(
         progress=0.0, key=_key(config, "progress"), description=f"training {settings.model.name}"
     )
-
-    epochs = settings.train.epochs
+    start = COLD
+    if settings.train.warm_start == "champion":
+        start = champion_start(settings.registry.path, manifest, settings.model, data.arrays.horizons)
+        (logger.info if start.version else logger.warning)("warm start: %s", start.reason)
+    epochs = settings.train.warm_start_epochs if start.version else settings.train.epochs
 
     def on_epoch(record: EpochRecord) -> None:
         logger.info(record.line())
@@ -85,7 +89,7 @@ def train_model_task(
         "training %s on %d days, validating on %d, up to %d epochs (timeout %.0f min)",
         settings.model.name, len(data.train_days), len(data.valid), epochs, settings.train.timeout_s / 60,
     )  # fmt: skip
-    model, result = train_model(settings, manifest, data, on_epoch)
+    model, result = train_model(settings, manifest, data, on_epoch, start)
     logger.info("threads: %s", result.thread_policy)
     logger.info("compiled: %s", result.compiled)
     update_progress_artifact(progress, progress=100.0, description=f"trained {settings.model.name}")
@@ -105,6 +109,7 @@ def train_model_task(
         "collapsed": result.collapsed,
         "device": result.device,
         "epochs_run": len(result.history),
+        "warm_start": result.warm_start,
     }
 
 

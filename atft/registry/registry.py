@@ -158,6 +158,7 @@ class Registry:
             "python": platform.python_version(),
             "staged_from": str(staged_dir.resolve()),
             "promote_on_publish": promote,
+            "warm_start": described.get("warm_start"),
         }
         files |= {
             MANIFEST: manifest.to_json().encode(),

@@ -26,6 +26,7 @@ from atft.models import ContractModel, build_model
 from atft.registry.integrity import HISTORY, MODEL, WEIGHTS
 from atft.registry.loading import build_checkpoint
 from atft.training.trainer import EpochRecord, TrainResult, fit, fit_input_scaling, seed_everything
+from atft.training.warm_start import COLD, WarmStart
 from schemas.contract import check_contract
 from schemas.manifest import FeatureManifest
 
@@ -90,13 +91,24 @@ def train_model(
     manifest: FeatureManifest,
     data: TrainingData,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    start: WarmStart = COLD,
 ) -> tuple[nn.Module, TrainResult]:
-    """Build the configured model from the manifest's width, fit it, and load its best state."""
+    """Build the configured model from the manifest's width, fit it, and load its best state.
+
+    With a warm ``start`` (see ``atft.training.warm_start``) the model begins from its weights and trains for
+    ``train.warm_start_epochs`` at ``train.warm_start_learning_rate``.
+    """
     seed_everything(config.train.seed)
     horizons = data.arrays.horizons
     model = build_model(config.model, manifest.width, horizons, manifest.sha256)
-    model.set_input_scaling(*fit_input_scaling(data.arrays, data.train_days))
     train = config.train
+    if start.state_dict is not None:
+        model.load_state_dict(start.state_dict, strict=True)
+        train = train.model_copy(
+            update={"epochs": train.warm_start_epochs, "learning_rate": train.warm_start_learning_rate}
+        )
+    # After the weights: a version's input scaling is always fitted on its own training days.
+    model.set_input_scaling(*fit_input_scaling(data.arrays, data.train_days))
     result = fit(
         model,
         day_loader(data.train, train.days_per_batch, shuffle=True, seed=train.seed, num_workers=train.num_workers),
@@ -106,6 +118,7 @@ def train_model(
         horizons,
         on_epoch,
     )
+    result.warm_start = start.describe()
     model.load_state_dict(result.state_dict)
     return model.cpu(), result
 
@@ -122,6 +135,7 @@ def stage(model: nn.Module, result: TrainResult, manifest: FeatureManifest, wind
         "best_valid_rank_ic": result.best_valid_rank_ic,
         "collapsed": result.collapsed,
         "device": result.device,
+        "warm_start": result.warm_start,
     }
     (directory / MODEL).write_text(json.dumps(description, indent=2, default=_json_default))
     (directory / HISTORY).write_text(json.dumps(result.history_dicts(), indent=2, default=_json_default))

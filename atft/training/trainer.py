@@ -27,8 +27,9 @@ from atft.models import ContractModel
 from atft.threads import govern, tick
 
 # train.compile "auto" compiles on CPU from this many stock-days to train (epochs x training stock-days). At ~3,000
-# stock-days/s eager, 1M is ~6 min, and the compiled block saves ~40% of it against a 10-40 s compile.
-COMPILE_MIN_STOCK_DAYS = 1_000_000
+# stock-days/s eager, 300k is ~100 s, and the compiled block (~5,500/s) saves ~45 s of it against a ~20 s cold
+# compile (~3 s from inductor's on-disk cache, as every later retrain on the host).
+COMPILE_MIN_STOCK_DAYS = 300_000
 
 
 class TrainingDiverged(RuntimeError):
@@ -71,6 +72,7 @@ class TrainResult:
     collapsed: bool = field(default=False)  # the best epoch's predictions had collapsed
     thread_policy: str = ""  # the thread policy it ran under, and every change the host's load made to it
     compiled: str = ""  # what torch.compile compiled, or why nothing
+    warm_start: dict[str, object] | None = None  # the version it started from and why (``WarmStart.describe``)
 
     def history_dicts(self) -> list[dict[str, object]]:
         return [asdict(record) for record in self.history]

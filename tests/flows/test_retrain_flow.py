@@ -76,3 +76,30 @@ def test_drifted_features_fail_the_run_before_training_starts(market, monkeypatc
     state = rolling_retrain(config=lenient, as_of=AS_OF, warehouse=str(drifted), return_state=True)
     assert state.is_failed() and trained == []
     assert "ContractViolation" in state.message and named in state.message
+
+
+def test_a_warm_retrain_fine_tunes_the_champion_and_records_where_it_started(market, small_market, read_artifacts):
+    tmp, _, _ = market
+    config = small_market(
+        tmp,
+        "warm",
+        source={"seed": 6},
+        retrain={"train_days": 60, "valid_days": 20},
+        evaluation={"eval_days": 20, "gates": ["rank_ic_5d >= -1", "collapse_ratio_1d >= 0.0001"]},
+        train={"epochs": 2, "warm_start": "champion", "warm_start_epochs": 1},
+        registry={"path": str(tmp / "warm-registry")},
+    )
+    cold = rolling_retrain(config=config, as_of=AS_OF, return_state=True)
+    assert cold.name == "Published", cold.message
+    registry = Registry(tmp / "warm-registry")
+    first = cold.result()["version"]
+    assert registry.show(first).metadata["warm_start"]["from_version"] is None
+    assert registry.show(first).metadata["warm_start"]["reason"].startswith("no champion in")
+    assert "started from | scratch (no champion in" in read_artifacts("retrain-warm-report")[0].data
+
+    warm = rolling_retrain(config=config, as_of=NEXT, return_state=True)
+    assert warm.name == "Published", warm.message
+    second = registry.show(warm.result()["version"])
+    assert second.metadata["warm_start"] == second.model["warm_start"]
+    assert second.metadata["warm_start"]["from_version"] == first
+    assert f"started from | {first} |" in read_artifacts("retrain-warm-report")[0].data
