@@ -88,7 +88,7 @@ def main() -> None:
     settings = load_config(args.config)
     step = args.step or settings.retrain.step_days
     sessions = TradingCalendar(settings.calendar).sessions(date(args.as_of.year - 1, 1, 1), args.as_of)
-    seed_as_of = sessions[-1 - step]
+    seed_as_of = sessions[-1 - step].date()
     base = yaml.safe_load(Path(args.config).read_text())
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench-retrain-") as tmp:
