@@ -9,7 +9,9 @@ state and the history in memory; publication is someone else's job.
 from __future__ import annotations
 
 import math
+import os
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -184,6 +186,9 @@ def _compiled(model: nn.Module, config: TrainConfig, device: torch.device, stock
         return model, "nothing (train.compile auto compiles on CPU only)"
     if config.compile == "auto" and stock_days < COMPILE_MIN_STOCK_DAYS:
         return model, f"nothing (auto: {stock_days:,} stock-days to train, below {COMPILE_MIN_STOCK_DAYS:,})"
+    if config.compile == "auto" and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "c++", "clang++")):
+        # Inductor builds C++ kernels at the first step; without a compiler that step would fail the run.
+        return model, "nothing (auto: no C++ compiler on this host for inductor; install g++ or set CXX)"
     if not (isinstance(model, ContractModel) and model.compile_for_cpu()):
         return model, f"nothing ({type(model).__name__} has no block compiled on CPU)"
     return model, "the per-step block on CPU (torch.compile, inductor)"

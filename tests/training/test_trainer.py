@@ -114,7 +114,7 @@ def test_a_constant_prediction_model_is_flagged_as_collapsed():
     assert result.compiled == f"nothing (auto: {stock_days:,} stock-days to train, below {COMPILE_MIN_STOCK_DAYS:,})"
 
 
-def test_train_compile_chooses_the_per_step_block_on_cpu_and_says_why_not_otherwise():
+def test_train_compile_chooses_the_per_step_block_on_cpu_and_says_why_not_otherwise(monkeypatch):
     cpu = torch.device("cpu")
     big = COMPILE_MIN_STOCK_DAYS
     model = small_model()
@@ -123,6 +123,8 @@ def test_train_compile_chooses_the_per_step_block_on_cpu_and_says_why_not_otherw
     assert model._compiled_per_step is not None  # torch.compile is lazy: nothing is compiled until a step runs
     assert _compiled(small_model(), TrainConfig(compile=True), cpu, 10)[1].startswith("the per-step block")
     assert _compiled(small_model(), TrainConfig(compile=False), cpu, big)[1] == "nothing (train.compile is false)"
+    monkeypatch.setattr("atft.training.trainer.shutil.which", lambda _: None)
+    assert "no C++ compiler" in _compiled(small_model(), TrainConfig(compile="auto"), cpu, big)[1]
     for other, name in ((Constant(), "Constant"), (small_model("apex"), "APEX")):
         what = _compiled(other, TrainConfig(compile=True), cpu, big)[1]
         assert what == f"nothing ({name} has no block compiled on CPU)"
