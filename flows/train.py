@@ -75,7 +75,7 @@ def train_model_task(
     if settings.train.warm_start == "champion":
         start = champion_start(settings.registry.path, manifest, settings.model, data.arrays.horizons)
         (logger.info if start.version else logger.warning)("warm start: %s", start.reason)
-    epochs = settings.train.warm_start_epochs if start.version else settings.train.epochs
+    epochs = start.train_settings(settings.train).epochs
 
     def on_epoch(record: EpochRecord) -> None:
         logger.info(record.line())

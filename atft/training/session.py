@@ -101,12 +101,9 @@ def train_model(
     seed_everything(config.train.seed)
     horizons = data.arrays.horizons
     model = build_model(config.model, manifest.width, horizons, manifest.sha256)
-    train = config.train
+    train = start.train_settings(config.train)
     if start.state_dict is not None:
         model.load_state_dict(start.state_dict, strict=True)
-        train = train.model_copy(
-            update={"epochs": train.warm_start_epochs, "learning_rate": train.warm_start_learning_rate}
-        )
     # After the weights: a version's input scaling is always fitted on its own training days.
     model.set_input_scaling(*fit_input_scaling(data.arrays, data.train_days))
     result = fit(

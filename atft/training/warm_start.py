@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import Tensor
 
-from atft.config import ModelConfig
+from atft.config import ModelConfig, TrainConfig
 from atft.registry import Registry
 from atft.registry.errors import RegistryError
 from schemas.manifest import FeatureManifest
@@ -31,6 +31,14 @@ class WarmStart:
     def describe(self) -> dict[str, Any]:
         """What the run report and the version's metadata record."""
         return {"from_version": self.version, "reason": self.reason}
+
+    def train_settings(self, train: TrainConfig) -> TrainConfig:
+        """``train`` as this start trains: the fine-tuning epochs and learning rate when warm, unchanged when cold."""
+        if self.state_dict is None:
+            return train
+        return train.model_copy(
+            update={"epochs": train.warm_start_epochs, "learning_rate": train.warm_start_learning_rate}
+        )
 
 
 COLD = WarmStart(None, "train.warm_start is none")
