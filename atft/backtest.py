@@ -11,8 +11,9 @@ every label a model learnt from ended on or before its as-of date (the purges of
 Each segment is scored against the same baselines as the model (ridge and LightGBM on the CS-Z features fitted on
 the window's training days, LightGBM early-stopped on its validation days, the 5-day reversal factor), any other
 models asked for (the APEX baseline) trained on the same windows, and, on a synthetic market with lag-0 labels,
-the oracle. Signal metrics use the CS-Z labels the model learns; the long-short book trades the raw forward
-returns, as in :mod:`atft.evaluation`.
+the oracle. A warm-start config replays the chain of fine-tunings its scheduled retrains would run
+(:func:`chained_start`). Signal metrics use the CS-Z labels the model learns; the long-short book trades the raw
+forward returns, as in :mod:`atft.evaluation`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
+from torch import Tensor
 
 from atft.baselines import (
     csz_columns,
@@ -39,6 +41,7 @@ from atft.baselines import (
     ridge_scores,
 )
 from atft.config import PipelineConfig, PortfolioConfig
+from atft.controls import leakage_warnings
 from atft.data.arrays import FeatureArrays, load_arrays
 from atft.data.dataset import DayDataset, day_loader, history_days
 from atft.evaluation import predictions_frame
@@ -46,6 +49,7 @@ from atft.metrics import daily_ic, daily_rank_ic, evaluate_predictions, summaris
 from atft.threads import govern
 from atft.training.session import TrainingData, prepare_data, train_model
 from atft.training.trainer import EpochRecord, TrainResult, predict, select_device
+from atft.training.warm_start import COLD, WarmStart
 from atft.windows import RetrainWindows, retrain_windows
 from schemas.manifest import FeatureManifest
 
@@ -110,6 +114,8 @@ class WindowResult:
     epochs_run: int
     best_valid_rank_ic: float
     collapsed: bool
+    state_dict: dict[str, Tensor]  # the model's trained weights: where the next window's warm start begins
+    warm_start: dict[str, Any]  # WarmStart.describe() of where this window's training began
 
 
 def plan_backtest(
@@ -176,12 +182,14 @@ def run_window(
     window: BacktestWindow,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     also_train: Sequence[str] = (),
+    start: WarmStart = COLD,
 ) -> WindowResult:
     """Train the retrain's model, predict its OOS days, and score the baselines on the same stock-days.
 
-    ``also_train``: other model names (``apex``) trained on the same windows, each stored under its own name."""
+    ``also_train``: other model names (``apex``) trained on the same windows, each stored under its own name and
+    always from scratch. ``start``: where the model's training begins (see :func:`chained_start`)."""
     arrays, days = data.arrays, data.days
-    pred, result = _train_and_predict(data, manifest, config, on_epoch)
+    pred, result = _train_and_predict(data, manifest, config, on_epoch, start)
     training, columns = data.training, csz_columns(manifest)
     scores = {
         LABEL: dense_rows(arrays, days)[1],
@@ -208,14 +216,43 @@ def run_window(
         columns = [f"{name}_{h}d" for h in arrays.horizons]
         frame[columns] = predictions_frame(arrays, days, values)[model_columns].to_numpy()
     frame.insert(0, "window", window.index)
-    return WindowResult(frame, result.best_epoch, len(result.history), result.best_valid_rank_ic, result.collapsed)
+    return WindowResult(
+        frame,
+        result.best_epoch,
+        len(result.history),
+        result.best_valid_rank_ic,
+        result.collapsed,
+        result.state_dict,
+        result.warm_start,
+    )
+
+
+def chained_start(config: PipelineConfig, window: BacktestWindow, previous: dict[str, Tensor] | None) -> WarmStart:
+    """Where the model of ``window`` starts training in a replay of ``config``.
+
+    With ``train.warm_start: champion`` each scheduled retrain fine-tunes the champion the retrain before it left, so
+    the replay chains: window k starts from ``previous``, the weights window k-1 trained, taking every retrain of the
+    replay as published (its gates are not replayed). The first window, and every window of a cold config, trains
+    from scratch. The windows of a chain therefore train one after another."""
+    if config.train.warm_start == "none":
+        return COLD
+    if previous is None:
+        return WarmStart(None, f"window {window.index} is the first retrain of the replay: training from scratch")
+    return WarmStart(
+        f"window {window.index - 1}", f"fine-tuning the model of the previous retrain (window {window.index - 1})",
+        previous,
+    )  # fmt: skip
 
 
 def _train_and_predict(
-    data: WindowData, manifest: FeatureManifest, config: PipelineConfig, on_epoch: Callable[[EpochRecord], None] | None
+    data: WindowData,
+    manifest: FeatureManifest,
+    config: PipelineConfig,
+    on_epoch: Callable[[EpochRecord], None] | None,
+    start: WarmStart = COLD,
 ) -> tuple[np.ndarray, TrainResult]:
     with TORCH_LOCK:
-        model, result = train_model(config, manifest, data.training, on_epoch)
+        model, result = train_model(config, manifest, data.training, on_epoch, start)
         dataset = DayDataset(data.arrays, data.days, config.model.lookback, config.model.graph)
         loader = day_loader(dataset, config.train.days_per_batch, shuffle=False)
         pred, _, _ = predict(model, loader, select_device(config.train.device))
@@ -330,12 +367,51 @@ def source_metrics(frame: pd.DataFrame, horizons: Sequence[int], portfolio: Port
     return metrics
 
 
+def selection_halves(frame: pd.DataFrame, horizons: Sequence[int], portfolio: PortfolioConfig) -> dict[str, dict]:
+    """The record cut in two by retrain: the earlier windows, where settings may be chosen, and the later ones (the
+    extra window of an odd count goes to them), which no choice may look at; each with its own
+    :func:`source_metrics`. A replay of one window has no later half."""
+    windows = sorted(int(w) for w in frame["window"].unique())
+    if len(windows) < 2:
+        return {}
+    cut = windows[len(windows) // 2]
+    halves = {"earlier": frame[frame["window"] < cut], "later": frame[frame["window"] >= cut]}
+    return {
+        name: {
+            "windows": sorted(int(w) for w in part["window"].unique()),
+            "oos": f"{pd.Timestamp(part['Date'].min()).date()}..{pd.Timestamp(part['Date'].max()).date()}",
+            "metrics": source_metrics(part, horizons, portfolio),
+        }
+        for name, part in halves.items()
+    }
+
+
+def window_wins(windows: Sequence[dict[str, Any]], metric: str) -> dict[str, dict[str, int]]:
+    """Per learnt source and baseline: in how many windows the source's ``metric`` (a per-window column such as
+    ``rank_ic_5d``) beat the baseline's; windows where either is missing do not count."""
+    sources = [s for s in SOURCES if s not in BASELINE_SOURCES and s != "oracle" and f"{s}_{metric}" in windows[0]]
+    wins: dict[str, dict[str, int]] = {}
+    for source in sources:
+        for baseline in (b for b in BASELINE_SOURCES if f"{b}_{metric}" in windows[0]):
+            pairs = [(row[f"{source}_{metric}"], row[f"{baseline}_{metric}"]) for row in windows]
+            pairs = [(a, b) for a, b in pairs if a is not None and b is not None and math.isfinite(a + b)]
+            wins.setdefault(source, {})[baseline] = sum(a > b for a, b in pairs)
+    return wins
+
+
 def summarise_backtest(
-    frame: pd.DataFrame, windows: Sequence[dict[str, Any]], horizons: Sequence[int], portfolio: PortfolioConfig
+    frame: pd.DataFrame,
+    windows: Sequence[dict[str, Any]],
+    horizons: Sequence[int],
+    portfolio: PortfolioConfig,
+    *,
+    real_prices: bool,
 ) -> dict[str, Any]:
-    """The replay's record: per-window and overall metrics of the model and the baselines, the oracle ratio (synthetic
-    markets) and the daily IC/RankIC series. ``windows`` are per-window rows, each with its ``window`` index.
-    NaN becomes None, so the result is plain JSON."""
+    """The replay's record: per-window and overall metrics of the model and the baselines, the same for the earlier and
+    later halves of the windows (:func:`selection_halves`), per-window wins over each baseline, the oracle ratio
+    (synthetic markets), the daily IC/RankIC series and, on ``real_prices``, the
+    :func:`atft.controls.leakage_warnings`.
+    ``windows`` are per-window rows, each with its ``window`` index. NaN becomes None, so the result is plain JSON."""
     daily = daily_signal(frame, horizons)
     per_window = {k: signal_means(group) for k, group in daily.groupby("window")}
     metrics = source_metrics(frame, horizons, portfolio)
@@ -344,14 +420,18 @@ def summarise_backtest(
         oracle_ratio = {
             f"rank_ic_{h}d": metrics["model"][f"rank_ic_{h}d"] / metrics["oracle"][f"rank_ic_{h}d"] for h in horizons
         }
+    rows = [row | per_window.get(row["window"], {}) for row in windows]
     summary = {
         "oos_start": daily.index[0].isoformat(),
         "oos_end": daily.index[-1].isoformat(),
         "oos_days": len(daily),
         "horizons": list(horizons),
-        "windows": [row | per_window.get(row["window"], {}) for row in windows],
+        "windows": rows,
         "metrics": metrics,
+        "halves": selection_halves(frame, horizons, portfolio),
+        "wins_rank_ic_5d": window_wins(rows, "rank_ic_5d") if 5 in horizons else {},
         "oracle_ratio": oracle_ratio,
+        "warnings": leakage_warnings(metrics, horizons) if real_prices else [],
         "daily": [
             {"Date": day.isoformat(), **row} for day, row in zip(daily.index, daily.to_dict("records"), strict=True)
         ],
@@ -377,7 +457,7 @@ def report_lines(summary: dict[str, Any]) -> list[str]:
     horizons = [h for h in REPORTED_HORIZONS if h in summary["horizons"]]
     sources = list(summary["metrics"])
     lines = [f"backtest OOS {summary['oos_start']}..{summary['oos_end']}: {summary['oos_days']} sessions, "
-             f"{len(summary['windows'])} retrains"]  # fmt: skip
+             f"{len(summary['windows'])} retrains", *summary["warnings"]]  # fmt: skip
     columns = [(f"{s}_rank_ic_{h}d", f"{s} {h}d") for h in horizons for s in sources]
     lines.append(f"  {'RankIC by retrain':<47}" + "".join(f"{label:>12}" for _, label in columns))
     for row in summary["windows"]:

@@ -309,6 +309,9 @@ class TrainConfig(_Strict):
     warmup_fraction: float = Field(0.1, ge=0, lt=1)  # of all steps, then cosine decay
     grad_clip: float = Field(1.0, gt=0)
     patience: int = Field(3, ge=1)  # epochs without a better validation RankIC before stopping
+    # Per-step decay of an exponential moving average of the weights, which is then what is validated and kept (see
+    # atft.training.weight_average); 0 turns it off. 0.99 averages over about the last 100 steps.
+    weight_average_decay: float = Field(0.0, ge=0, lt=1)
     primary_horizon: int = Field(5, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # torch.compile. "auto": on CPU, the model's per-step block (FAN and the VSN) when the run trains enough

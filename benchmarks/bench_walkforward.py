@@ -2,15 +2,17 @@
 
     .venv/bin/python benchmarks/bench_walkforward.py                       # deployments/sp500.yaml, 2016..2018-01
     .venv/bin/python benchmarks/bench_walkforward.py --start 2017-06-01 --step 60 --epochs 1   # the cheap setting
+    .venv/bin/python benchmarks/bench_walkforward.py --warm-start champion      # each retrain fine-tunes the last
 
 It is the backtest's library code (:mod:`atft.backtest`) run one window at a time in this process: as-of dates every
 ``--step`` sessions, each retrain on the production windows (``retrain.*``, purged by the longest label span), its
 OOS sessions stitched. On the same stock-days it scores ATFT-GAT-FAN, the APEX baseline, ridge and LightGBM on the
 CS-Z features, the 5-day reversal factor and an equal-weight rank average of the four learnt models. Each execution
-lag of ``--lags`` is a separate replay on its own feature table. Output in ``--out``: summary.json (per source and
-horizon: IC, RankIC, their IRs, long-short Sharpe after ``cost_bps``, turnover, max drawdown; per-window RankIC;
-the RankIC difference to the best baseline with a 90% block-bootstrap interval), report.md, and PNG charts of the
-cumulative RankIC and the long-short equity per source.
+lag of ``--lags`` is a separate replay on its own feature table. ``--warm-start champion`` replays the chain of
+fine-tunings a warm-start deployment runs (:func:`atft.backtest.chained_start`). Output in ``--out``: summary.json
+(per source and horizon: IC, RankIC, their IRs, long-short Sharpe after ``cost_bps``, turnover, max drawdown;
+per-window RankIC, epochs and seconds; the RankIC difference to the best baseline with a 90% block-bootstrap
+interval), report.md, and PNG charts of the cumulative RankIC and the long-short equity per source.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from atft.backtest import (
     REPORTED_HORIZONS,
     SOURCES,
     add_rank_average,
+    chained_start,
     daily_signal,
     dense,
     load_window,
@@ -44,7 +47,9 @@ from atft.backtest import (
     stitch,
     summarise_backtest,
 )
+from atft.baselines import csz_columns
 from atft.config import PipelineConfig, load_config
+from atft.controls import SHUFFLED_RANK_IC, plant_leak, shuffle_labels
 from atft.features.build import build_features
 from atft.ingest import ingest
 from atft.portfolio import simulate_long_short
@@ -55,22 +60,37 @@ NAMES = {"model": "ATFT-GAT-FAN", "apex": "APEX", "ridge": "ridge", "lightgbm": 
          "ensemble": "rank average"}  # fmt: skip
 
 
-def replay(settings: PipelineConfig, start: date, end: date, step: int, apex: bool) -> tuple[pd.DataFrame, dict]:
-    """Ingest and build the config's features if needed, then replay its retrains; the stitched frame and summary."""
+def replay(
+    settings: PipelineConfig, start: date, end: date, step: int, apex: bool, control: str
+) -> tuple[pd.DataFrame, dict]:
+    """Ingest and build the config's features if needed, then replay its retrains; the stitched frame and summary.
+
+    ``control``: ``shuffled`` trains every model on labels permuted within each day, ``leak`` plants the 5-day label
+    in the first CS-Z input (see :mod:`atft.controls`), ``none`` replays the data as it is."""
     ingest(settings, on_progress=lambda _: None)
     manifest = FeatureManifest.read(build_features(settings, on_progress=lambda _: None).manifest_path)
     with duckdb.connect(str(settings.warehouse.path), read_only=True) as con:
         dates = [d for (d,) in con.execute(f"SELECT DISTINCT Date FROM {manifest.table_name} ORDER BY Date").fetchall()]
     warm_up = max(column.lookback for column in manifest.features)
     windows = plan_backtest(dates, start, end, step, settings, warm_up)
-    frames, rows, began = [], [], time.perf_counter()
+    frames, rows, began, previous = [], [], time.perf_counter(), None
     for window in windows:
         tick = time.perf_counter()
         with duckdb.connect(str(settings.warehouse.path), read_only=True) as con:
             data = load_window(con, manifest, settings, window)
-        result = run_window(data, manifest, settings, window, also_train=("apex",) if apex else ())
+        if control == "shuffled":
+            shuffle_labels(data.training.arrays, seed=window.index)
+        elif control == "leak":
+            leaked = manifest.feature_names[csz_columns(manifest)[0]]
+            for arrays in (data.training.arrays, data.arrays):
+                plant_leak(arrays, leaked, horizon=5)
+        start = chained_start(settings, window, previous)
+        result = run_window(data, manifest, settings, window, also_train=("apex",) if apex else (), start=start)
         frames.append(result.predictions)
-        rows.append(window.row() | {"best_epoch": result.best_epoch, "seconds": round(time.perf_counter() - tick, 1)})
+        previous = result.state_dict
+        rows.append(window.row() | {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                                    "warm_start": result.warm_start["from_version"],
+                                    "seconds": round(time.perf_counter() - tick, 1)})  # fmt: skip
         done = len(frames)
         eta = (time.perf_counter() - began) / done * (len(windows) - done)
         print(f"  window {done}/{len(windows)} as-of {window.as_of}: {rows[-1]['seconds']:.0f} s, "
@@ -78,7 +98,7 @@ def replay(settings: PipelineConfig, start: date, end: date, step: int, apex: bo
     horizons = settings.features.horizons
     members = [m for m in ENSEMBLE_MEMBERS if f"{SOURCES[m]}_{horizons[0]}d" in frames[0]]
     frame = add_rank_average(stitch(frames), members, horizons)
-    summary = summarise_backtest(frame, rows, horizons, settings.evaluation.portfolio)
+    summary = summarise_backtest(frame, rows, horizons, settings.evaluation.portfolio, real_prices=True)
     summary["differences"] = rank_ic_differences(daily_signal(frame, horizons), horizons)
     return frame, summary
 
@@ -118,13 +138,20 @@ def report(results: dict[str, Any]) -> str:
     """The markdown report: per lag, the table of every source at 1d and 5d, the intervals, the windows."""
     lines = [f"# Walk-forward benchmark: {results['config']}", "",
              f"As-of {results['start']}..{results['end']}, every {results['step']} sessions, {results['epochs']} "
-             f"epochs, {results['seconds'] / 60:.1f} min on this host.", ""]  # fmt: skip
+             f"epochs, warm start {results['warm_start']}, control {results['control']}, "
+             f"{results['seconds'] / 60:.1f} min on this host.", ""]  # fmt: skip
     for tag, run in results["lags"].items():
         summary = run["summary"]
         lag = tag.removeprefix("lag")
         lines += [f"## execution lag {lag}: OOS {summary['oos_start']}..{summary['oos_end']}, {summary['oos_days']} "
-                  f"sessions, {len(summary['windows'])} retrains", ""]  # fmt: skip
+                  f"sessions, {len(summary['windows'])} retrains", "", *summary["warnings"]]  # fmt: skip
         horizons = [h for h in REPORTED_HORIZONS if h in summary["horizons"]]
+        if results["control"] == "shuffled":
+            lines += [f"Shuffled-label control, |stitched RankIC {h}d| below {SHUFFLED_RANK_IC}: "
+                      + ", ".join(f"{NAMES.get(s, s)} {abs(m[f'rank_ic_{h}d']):.4f} "
+                                  f"({'pass' if abs(m[f'rank_ic_{h}d']) < SHUFFLED_RANK_IC else 'FAIL'})"
+                                  for s, m in summary["metrics"].items()) for h in horizons]  # fmt: skip
+        lines.append("")
         keys = [(m, h) for h in horizons for m in ("ic", "rank_ic", "icir", "rank_icir", "ls_sharpe", "turnover",
                                                    "max_drawdown")]  # fmt: skip
         lines.append("| source | " + " | ".join(f"{m} {h}d" for m, h in keys) + " |")
@@ -141,13 +168,25 @@ def report(results: dict[str, Any]) -> str:
                     f"- {NAMES.get(source, source)}: {_cell(d['mean'])} [{_cell(d['low'])}, {_cell(d['high'])}]"
                 )
             lines.append("")
-        lines.append(
-            "| window | as-of | OOS | " + " | ".join(f"{NAMES.get(s, s)} 5d" for s in summary["metrics"]) + " |"
-        )
-        lines.append("|---" * (3 + len(summary["metrics"])) + "|")
+        if summary["halves"]:
+            lines += ["| half | windows | OOS | source | RankIC 5d | RankICIR 5d | LS Sharpe 5d |", "|---" * 7 + "|"]
+            for name, half in summary["halves"].items():
+                span = f"{half['windows'][0]}..{half['windows'][-1]}"
+                lines += [f"| {name} | {span} | {half['oos']} | {NAMES.get(s, s)} | {_cell(m['rank_ic_5d'])} | "
+                          f"{_cell(m['rank_icir_5d'])} | {_cell(m['ls_sharpe_5d'])} |"
+                          for s, m in half["metrics"].items()]  # fmt: skip
+            lines.append("")
+        for source, wins in summary["wins_rank_ic_5d"].items():
+            lines.append(f"{NAMES.get(source, source)} beats, in 5d RankIC, " + ", ".join(
+                f"{NAMES[b]} in {n} of {len(summary['windows'])} windows" for b, n in wins.items()) + ".")  # fmt: skip
+        lines.append("")
+        lines.append("| window | as-of | OOS | epochs | seconds | "
+                     + " | ".join(f"{NAMES.get(s, s)} 5d" for s in summary["metrics"]) + " |")  # fmt: skip
+        lines.append("|---" * (5 + len(summary["metrics"])) + "|")
         for row in summary["windows"]:
             cells = " | ".join(_cell(row.get(f"{s}_rank_ic_5d")) for s in summary["metrics"])
-            lines.append(f"| {row['window']} | {row['as_of']} | {row['oos']} | {cells} |")
+            lines.append(f"| {row['window']} | {row['as_of']} | {row['oos']} | {row['epochs_run']} | "
+                         f"{row['seconds']:.0f} | {cells} |")  # fmt: skip
         lines += ["", *(f"![{name}]({name})" for name in run["charts"]), ""]
     return "\n".join(lines)
 
@@ -165,17 +204,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="override train.epochs")
     parser.add_argument("--lags", default="1,0", help="execution lags to replay, the first one reported first")
     parser.add_argument("--no-apex", action="store_true", help="leave the APEX baseline out (half the training)")
+    parser.add_argument("--warm-start", choices=("none", "champion"), help="override train.warm_start")
+    parser.add_argument("--control", choices=("none", "shuffled", "leak"), default="none",
+                        help="an honesty control: labels shuffled within each day, or a planted leak")  # fmt: skip
     parser.add_argument("--warehouse", help="override warehouse.path (one per lag is derived from it)")
     parser.add_argument("--out", type=Path, default=Path("data/bench/walkforward"))
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    results: dict[str, Any] = {"config": args.config, "start": str(args.start), "end": str(args.end), "lags": {}}
+    results: dict[str, Any] = {"config": args.config, "start": str(args.start), "end": str(args.end),
+                               "control": args.control, "lags": {}}  # fmt: skip
     for lag in [int(v) for v in args.lags.split(",")]:
         overrides: dict[str, Any] = {"features.execution_lag": lag}
         if args.epochs:
             overrides["train.epochs"] = args.epochs
+        if args.warm_start:
+            overrides["train.warm_start"] = args.warm_start
         base = load_config(args.config)
         warehouse = Path(args.warehouse) if args.warehouse else base.warehouse.path
         overrides["warehouse.path"] = str(warehouse.with_name(f"{warehouse.stem}-lag{lag}{warehouse.suffix}"))
@@ -183,11 +228,11 @@ def main(argv: list[str] | None = None) -> int:
         step = args.step or settings.retrain.step_days
         print(f"execution lag {lag}: replaying {args.start}..{args.end} every {step} sessions", file=sys.stderr)
         tick = time.perf_counter()
-        frame, summary = replay(settings, args.start, args.end, step, apex=not args.no_apex)
+        frame, summary = replay(settings, args.start, args.end, step, apex=not args.no_apex, control=args.control)
         tag = f"lag{lag}"
         results["lags"][tag] = {"summary": summary, "charts": charts(frame, summary, settings, args.out, tag),
                                 "seconds": round(time.perf_counter() - tick, 1)}  # fmt: skip
-        results["step"], results["epochs"] = step, settings.train.epochs
+        results |= {"step": step, "epochs": settings.train.epochs, "warm_start": settings.train.warm_start}
     results["seconds"] = round(time.perf_counter() - began, 1)
     (args.out / "summary.json").write_text(json.dumps(results, indent=2, default=str))
     (args.out / "report.md").write_text(report(results))

@@ -9,8 +9,10 @@ Each retrain (as-of date) is one task: it trains the configured model on the win
 day would use, predicts the sessions up to the next retrain and writes them, with the baselines' scores, to a Parquet
 file in the run directory (``<train.staging_dir>/backtest-<flow run id>/``); it returns that path, never a frame.
 The retrains run in parallel on a ``ThreadPoolTaskRunner`` (``task_runner="threads"``) or, with the ``dask`` extra,
-on a local Dask cluster of worker processes (``"dask"``), in an inner flow so that a deployment can choose. The
-stitched record (predictions.parquet, summary.json) and three artifacts close the run.
+on a local Dask cluster of worker processes (``"dask"``), in an inner flow so that a deployment can choose. A config
+with ``train.warm_start: champion`` replays the chain of fine-tunings instead (see ``atft.backtest.chained_start``):
+one retrain at a time, each starting from the weights the one before it wrote beside its predictions. The stitched
+record (predictions.parquet, summary.json) and three artifacts close the run.
 """
 
 from __future__ import annotations
@@ -35,11 +37,13 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from safetensors.torch import load_file, save_file
 
 from atft.backtest import (
     REPORTED_HORIZONS,
     SOURCES,
     BacktestWindow,
+    chained_start,
     daily_signal,
     load_window,
     plan_backtest,
@@ -77,14 +81,24 @@ def replay_retrain(
     warehouse: str | None,
     overrides: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """Train the retrain of ``window.as_of``, predict its OOS sessions; returns the Parquet path and how it went."""
+    """Train the retrain of ``window.as_of``, predict its OOS sessions; returns the Parquet path and how it went.
+
+    In a warm-start chain it starts from the weights of the window before, and writes its own for the next."""
     began = time.perf_counter()
     logger = get_run_logger()
     settings = _settings(config, overrides)
     manifest = FeatureManifest.read(features_ref["manifest_path"])
     with Warehouse.of(settings.warehouse, warehouse, read_only=True) as wh:
         data = load_window(wh.con, manifest, settings, window)
-    result = run_window(data, manifest, settings, window, lambda r: logger.info("as-of %s %s", window.as_of, r.line()))
+    chained = settings.train.warm_start == "champion"
+    previous = _weights_path(run_dir, window.index - 1)
+    start = chained_start(settings, window, load_file(previous) if chained and window.index > 0 else None)
+    logger.info("as-of %s: %s", window.as_of, start.reason)
+    result = run_window(
+        data, manifest, settings, window, lambda r: logger.info("as-of %s %s", window.as_of, r.line()), start=start
+    )
+    if chained:
+        save_file({k: v.contiguous() for k, v in result.state_dict.items()}, _weights_path(run_dir, window.index))
     path = Path(run_dir) / f"window-{window.index:03d}.parquet"
     result.predictions.to_parquet(path, index=False)
     means = signal_means(daily_signal(result.predictions, settings.features.horizons))
@@ -98,7 +112,12 @@ def replay_retrain(
         "collapsed": result.collapsed,
         "seconds": round(time.perf_counter() - began, 1),
         "rank_ic": {key: means[key] for key in shown if key in means},
+        "warm_start": result.warm_start["from_version"],
     }
+
+
+def _weights_path(run_dir: str, index: int) -> Path:
+    return Path(run_dir) / f"window-{index:03d}.safetensors"
 
 
 @flow(name="backtest-windows", flow_run_name=named_by_config("backtest-windows"))
@@ -110,9 +129,15 @@ def replay_windows(
     warehouse: str | None,
     overrides: dict[str, Any] | None,
 ) -> list[dict[str, Any]]:
-    """Every retrain as a task on this flow's task runner; one log line per finished window, in finishing order."""
+    """Every retrain as a task on this flow's task runner; one log line per finished window, in finishing order.
+
+    A warm-start chain submits each retrain to wait for the one before it."""
     logger = get_run_logger()
-    futures = {replay_retrain.submit(config, features_ref, w, run_dir, warehouse, overrides): w for w in windows}
+    chained = _settings(config, overrides).train.warm_start == "champion"
+    futures: dict[Any, BacktestWindow] = {}
+    for w in windows:
+        after = list(futures)[-1:] if chained else None
+        futures[replay_retrain.submit(config, features_ref, w, run_dir, warehouse, overrides, wait_for=after)] = w
     results, failed = [], []
     for future in as_completed(list(futures)):
         w = futures[future]
@@ -173,10 +198,13 @@ def stitch_backtest(
     frame = stitch([pd.read_parquet(r["predictions_path"]) for r in results])
     directory = Path(run_dir)
     frame.to_parquet(directory / "predictions.parquet", index=False)
-    kept = ("best_epoch", "epochs_run", "best_valid_rank_ic", "collapsed", "seconds")
+    kept = ("best_epoch", "epochs_run", "best_valid_rank_ic", "collapsed", "seconds", "warm_start")
     training = {r["window"]: {k: r[k] for k in kept} for r in results}
     rows = [w.row() | training[w.index] for w in windows]
-    summary = summarise_backtest(frame, rows, settings.features.horizons, settings.evaluation.portfolio)
+    summary = summarise_backtest(
+        frame, rows, settings.features.horizons, settings.evaluation.portfolio,
+        real_prices=settings.source.kind != "synthetic",
+    )  # fmt: skip
     (directory / "summary.json").write_text(json.dumps(summary, indent=2))
     return {"predictions_path": str(directory / "predictions.parquet"), "summary_path": str(directory / "summary.json")}
 
@@ -185,7 +213,7 @@ def _publish(config: str, summary: dict[str, Any], header: str) -> None:
     horizons = [h for h in REPORTED_HORIZONS if h in summary["horizons"]]
     sources = list(summary["metrics"])
     rank_ics = [f"{s}_rank_ic_{h}d" for h in horizons for s in sources]
-    shown = ["window", "as_of", "train", "valid", "oos", "oos_days", "best_epoch"]
+    shown = ["window", "as_of", "train", "valid", "oos", "oos_days", "best_epoch", "epochs_run", "warm_start"]
     create_table_artifact(
         key=_key(config, "windows"),
         table=[{k: row[k] for k in shown} | {k: _round(row.get(k)) for k in rank_ics} for row in summary["windows"]],
@@ -245,7 +273,8 @@ def backtest(
     run_dir.mkdir(parents=True, exist_ok=True)
     budget = core_budget()
     task_runner = "dask" if dask_address else task_runner
-    parallel = min(len(windows), workers or budget.usable)
+    chained = settings.train.warm_start == "champion"
+    parallel = 1 if chained else min(len(windows), workers or budget.usable)
     if parallel > 1 and not dask_address:
         # Windows at a time share the cores, each on a pinned share of them: windows on the thread runner are in one
         # process, where the thread policy cannot tell them from each other. The same count on both runners gives
@@ -253,10 +282,11 @@ def backtest(
         overrides = (overrides or {}) | {"train.threads": max(1, budget.usable // parallel)}
     logger = get_run_logger()
     logger.info(
-        "backtest of %s: %d retrains every %d sessions, as-of %s..%s, %s",
+        "backtest of %s: %d retrains every %d sessions, as-of %s..%s, %s%s",
         settings.model.name, len(windows), step, windows[0].as_of, windows[-1].as_of,
         f"on the Dask cluster at {dask_address}" if dask_address else
         f"{parallel} at a time on {task_runner}; {budget.describe()}",
+        "; a warm-start chain (train.warm_start: champion), one retrain after another" if chained else "",
     )  # fmt: skip
     replay = replay_windows.with_options(task_runner=_task_runner(task_runner, parallel, dask_address))
     with _api_for_workers() if task_runner == "dask" else nullcontext():
@@ -270,7 +300,7 @@ def backtest(
     )
     _publish(config, summary, header)
     for line in report_lines(summary):
-        logger.info(line)
+        logger.log(logging.WARNING if line in summary["warnings"] else logging.INFO, line)
     return {"run_dir": str(run_dir), **paths, "windows": len(windows)}
 
 

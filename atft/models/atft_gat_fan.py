@@ -88,6 +88,12 @@ class ATFTGATFAN(ContractModel):
         once per op; compiled, they fuse into a few loops. A fixed chunk size (the last chunk zero-padded, rows being
         independent) gives one graph per mode (train, eval) and never a recompile for a new day size.
         """
+        # Dynamo keeps compiled entries per code object, shared by every model of the class in the process and capped
+        # at its recompile limit (8), past which it runs the function eagerly without failing. Each mode (training
+        # with gradients, evaluation without) and each thread count the host's load leads to is an entry, so a
+        # process that trains model after model (a backtest replay) would reach the cap. Each new model therefore
+        # starts from an empty cache; inductor's on-disk cache makes its few recompiles cost seconds.
+        torch._dynamo.reset_code(ATFTGATFAN._per_step.__code__)
         self._compiled_per_step = torch.compile(self._per_step, dynamic=False)
         return True
 
@@ -96,7 +102,8 @@ class ATFTGATFAN(ContractModel):
         compiled = getattr(self, "_compiled_per_step", None)
         if compiled is None:
             return torch.cat([self._per_step(chunk) for chunk in x.split(rows)])
-        chunks = list(x.split(rows))
+        # One memory layout for every call: a batch can arrive step-major, and dynamo guards on strides.
+        chunks = list(x.contiguous().split(rows))
         if pad := rows - chunks[-1].shape[0]:
             chunks[-1] = torch.cat([chunks[-1], x.new_zeros(pad, *x.shape[1:])])
         return torch.cat([compiled(chunk) for chunk in chunks])[: x.shape[0]]

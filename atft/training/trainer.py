@@ -14,6 +14,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -27,6 +28,7 @@ from atft.losses import RankingLoss
 from atft.metrics import daily_ic, daily_rank_ic, summarise
 from atft.models import ContractModel
 from atft.threads import govern, tick
+from atft.training.weight_average import WeightAverage
 
 # train.compile "auto" compiles on CPU from this many stock-days to train (epochs x training stock-days). At ~3,000
 # stock-days/s eager, 300k is ~100 s, and the compiled block (~5,500/s) saves ~45 s of it against a ~20 s cold
@@ -126,15 +128,18 @@ def fit(
     total_steps = max(1, config.epochs * len(train))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(total_steps, config.warmup_fraction))
     primary = horizons.index(config.primary_horizon)
+    average = WeightAverage(model, config.weight_average_decay) if config.weight_average_decay else None
     history: list[EpochRecord] = []
     best: tuple[float, int, dict[str, torch.Tensor], bool] | None = None
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         began = time.perf_counter()
         loss, components, stock_days, data_seconds = _train_epoch(
-            step_model, train, loss_fn, optimizer, scheduler, config, device, epoch
+            step_model, train, loss_fn, optimizer, scheduler, config, device, epoch, average
         )
-        pred, label, mask = predict(step_model, valid, device)
+        with average.applied() if average else nullcontext():
+            pred, label, mask = predict(step_model, valid, device)
+            snapshot = _snapshot(model)
         rank_ic = _per_horizon(daily_rank_ic, pred, label, mask, horizons)
         ic = _per_horizon(daily_ic, pred, label, mask, horizons)
         std = prediction_std(pred[..., primary], mask[..., primary])
@@ -160,7 +165,7 @@ def fit(
         score = rank_ic[config.primary_horizon]
         score = score if math.isfinite(score) else -math.inf
         if best is None or score > best[0]:
-            best = (score, epoch, _snapshot(model), record.collapsed)
+            best = (score, epoch, snapshot, record.collapsed)
         elif epoch - best[1] >= config.patience:
             break
     assert best is not None
@@ -203,6 +208,7 @@ def _train_epoch(
     config: TrainConfig,
     device: torch.device,
     epoch: int,
+    average: WeightAverage | None,
 ) -> tuple[float, dict[str, float], int, float]:
     model.train()
     total, steps, stock_days, waited = 0.0, 0, 0, 0.0
@@ -224,6 +230,8 @@ def _train_epoch(
             raise TrainingDiverged(f"gradient norm became {norm.item()} at epoch {epoch}, step {step}")
         optimizer.step()
         scheduler.step()
+        if average is not None:
+            average.update()
         total += loss.item()
         steps += 1
         stock_days += int(batch.x_mask[:, -1].sum())  # stocks trading that day; absent ones are masked rows

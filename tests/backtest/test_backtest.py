@@ -7,9 +7,19 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from atft.backtest import add_rank_average, block_bootstrap_interval, plan_backtest, rank_ic_differences, stitch
-from atft.config import PipelineConfig, SyntheticSourceConfig
+from atft.backtest import (
+    add_rank_average,
+    block_bootstrap_interval,
+    chained_start,
+    plan_backtest,
+    rank_ic_differences,
+    selection_halves,
+    stitch,
+    window_wins,
+)
+from atft.config import PipelineConfig, PortfolioConfig, SyntheticSourceConfig
 from atft.windows import retrain_windows
 
 DATES = [date(2022, 1, 3) + timedelta(days=i) for i in range(400)]
@@ -114,3 +124,42 @@ def test_the_rank_average_is_the_mean_of_each_days_percentile_ranks():
     )
     out = add_rank_average(frame, ["model", "ridge"], [5])
     assert out["ensemble_5d"].tolist() == pytest.approx([1.0, 0.5, 0.5, 1 / 3, 2 / 3, 1.0])
+
+
+def test_a_warm_start_replay_chains_each_window_to_the_one_before_and_a_cold_one_never_does():
+    windows = plan_backtest(DATES, earliest_as_of(), DATES[-2], 20, CONFIG, WARM_UP)
+    previous = {"weight": torch.ones(3)}
+    assert chained_start(CONFIG, windows[1], previous).state_dict is None  # train.warm_start: none
+    warm = CONFIG.model_copy(update={"train": CONFIG.train.model_copy(update={"warm_start": "champion"})})
+    first = chained_start(warm, windows[0], None)
+    assert first.state_dict is None and first.describe() == {
+        "from_version": None,
+        "reason": "window 0 is the first retrain of the replay: training from scratch",
+    }
+    later = chained_start(warm, windows[2], previous)
+    assert later.version == "window 1" and later.state_dict is previous
+    assert later.train_settings(warm.train).epochs == warm.train.warm_start_epochs
+
+
+def test_the_halves_split_the_record_by_window_and_wins_count_windows_won():
+    rng = np.random.default_rng(3)
+    days = list(pd.bdate_range("2024-01-01", periods=50).date)  # as the stitched frame holds them
+    frame = pd.DataFrame([(k // 10, day, f"S{s}") for k, day in enumerate(days) for s in range(30)],
+                         columns=["window", "Date", "Code"])  # fmt: skip
+    for prefix in ("label", "target", "pred", "ridge", "lightgbm", "reversal"):
+        frame[f"{prefix}_5d"] = rng.normal(size=len(frame))
+    frame["pred_5d"] += frame["label_5d"] * np.where(frame["window"] >= 2, 1.0, 0.0)  # skill only in later windows
+    portfolio = PortfolioConfig()
+    halves = selection_halves(frame, [5], portfolio)
+    assert halves["earlier"]["windows"] == [0, 1] and halves["later"]["windows"] == [2, 3, 4]
+    assert halves["earlier"]["oos"] == f"{days[0]}..{days[19]}"
+    for name, part in (("earlier", frame["window"] < 2), ("later", frame["window"] >= 2)):
+        daily = frame[part].groupby("Date")[["pred_5d", "label_5d"]].apply(lambda d: d.rank().corr().iloc[0, 1])
+        assert halves[name]["metrics"]["model"]["rank_ic_5d"] == pytest.approx(daily.mean(), abs=1e-9)
+    later, earlier = (halves[h]["metrics"]["model"]["rank_ic_5d"] for h in ("later", "earlier"))
+    assert later > 0.5 > abs(earlier)
+    assert selection_halves(frame[frame["window"] == 0], [5], portfolio) == {}
+
+    rows = [{"model_rank_ic_5d": m, "ridge_rank_ic_5d": r, "lightgbm_rank_ic_5d": 0.0} for m, r in
+            [(0.02, 0.01), (0.00, 0.01), (None, 0.01), (0.03, float("nan")), (0.01, 0.00)]]  # fmt: skip
+    assert window_wins(rows, "rank_ic_5d") == {"model": {"ridge": 2, "lightgbm": 3}}

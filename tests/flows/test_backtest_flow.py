@@ -2,6 +2,7 @@
 stitched without overlap or gap, with metrics that a recomputation from the stitched Parquet reproduces, and no
 training label past its as-of date."""
 
+import itertools
 import json
 import socket
 import subprocess
@@ -13,7 +14,9 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from distributed import Client
+from safetensors.torch import load_file
 
 import flows.features as features_flow
 import flows.ingest as ingest_flow
@@ -156,6 +159,31 @@ def test_an_existing_dask_cluster_by_address_replays_the_same_predictions(market
     with Client(dask_cluster) as client:  # the windows ran there, not on a cluster of the flow's own
         assert "replay_retrain" in client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
     pd.testing.assert_frame_equal(pd.read_parquet(result["predictions_path"]), threads, check_exact=True)
+
+
+def test_a_warm_start_config_replays_a_chain_each_retrain_starting_from_the_one_before(market, threads_run):
+    config, _, _ = market
+    _, cold = threads_run
+    # A vanishing fine-tuning rate: each window's best state is then the previous window's weights, up to float noise,
+    # which shows the chain loaded them (a cold start would be a fresh initialisation, far from them).
+    # One thread, as each of the cold replay's two windows at a time had, so that the first windows compare exactly.
+    overrides = {"train.warm_start": "champion", "train.warm_start_epochs": 1, "train.warm_start_learning_rate": 1e-12,
+                 "train.threads": 1}  # fmt: skip
+    result = backtest(config=config, start=START, end=END, step=STEP, overrides=overrides)
+    summary = json.loads(Path(result["summary_path"]).read_text())
+    assert [w["warm_start"] for w in summary["windows"]] == [None, "window 0", "window 1"]
+    assert [w["epochs_run"] for w in summary["windows"]][1:] == [1, 1]
+    run_dir = Path(result["run_dir"])
+    weights = [load_file(run_dir / f"window-{k:03d}.safetensors") for k in range(3)]
+    for before, after in itertools.pairwise(weights):
+        learnt = [name for name in after if not name.startswith("input_")]  # the input scaling is refitted per window
+        assert learnt and all(torch.allclose(before[n], after[n], atol=1e-6) for n in learnt)
+        assert not torch.equal(before["input_mean"], after["input_mean"])
+    warm = pd.read_parquet(result["predictions_path"])
+    # The first window trains as the cold replay does; the later ones predict with the first window's weights.
+    first = cold["window"] == 0
+    pd.testing.assert_frame_equal(warm[first], cold[first], check_exact=True)
+    assert not np.allclose(warm.loc[~first, "pred_5d"], cold.loc[~first, "pred_5d"])
 
 
 def test_no_training_label_reaches_past_its_as_of_date(market):

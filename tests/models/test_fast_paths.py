@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
 import atft.models.atft_gat_fan as atft_gat_fan
 from atft.models.day_context import DayContextFiLM
@@ -88,3 +89,15 @@ def test_compiled_per_step_block_matches_eager_scores_and_gradients(monkeypatch:
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
     with torch.no_grad():
         torch.testing.assert_close(compiled.eval()(*batch.inputs()), eager.eval()(*batch.inputs()))
+    code = atft_gat_fan.ATFTGATFAN._per_step.__code__
+    entries = len(_debug_get_cache_entry_list(code))  # training with gradients, evaluation without
+    # The same values laid out step-major, as some batches arrive: the same graph, no recompile.
+    inputs = list(batch.inputs())
+    inputs[0] = inputs[0].transpose(0, 1).contiguous().transpose(0, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(*inputs), eager(*batch.inputs()))
+    assert len(_debug_get_cache_entry_list(code)) == entries == 2
+    # The next model of the process starts from an empty cache: the entries of the models before it never count
+    # against its recompile limit, past which it would run eagerly without a word.
+    assert _debug_get_cache_entry_list(code)
+    assert build("atft_gat_fan", dropout=0.0).compile_for_cpu() and not _debug_get_cache_entry_list(code)
