@@ -169,3 +169,16 @@ def test_prediction_std_is_the_median_daily_cross_sectional_std():
     pred = np.array([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0], [0.0, 2.0, np.nan]])
     mask = np.array([[True, True, True], [True, True, True], [True, True, False]])
     assert prediction_std(pred, mask) == pytest.approx(np.median([np.std([1, 2, 3]), 0.0, 1.0]))
+
+
+@pytest.mark.parametrize("decay", [0.0, 0.9])
+def test_with_a_weight_average_the_kept_state_is_the_average_and_training_goes_on_from_the_raw_weights(decay):
+    arrays = planted()
+    train, valid = loaders(arrays)
+    model = small_model()
+    model.set_input_scaling(*fit_input_scaling(arrays, list(range(LOOKBACK - 1, 60))))
+    config = TrainConfig(epochs=1, primary_horizon=5, device="cpu", weight_average_decay=decay)
+    result = fit(model, train, valid, RankingLoss(LossConfig(), HORIZONS), config, HORIZONS)
+    kept_raw = [torch.equal(result.state_dict[name], p.detach()) for name, p in model.named_parameters()]
+    # One epoch, so the kept state is that epoch's: the raw weights without an average, their average with one.
+    assert all(kept_raw) if decay == 0 else not any(kept_raw)
