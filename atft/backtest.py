@@ -188,9 +188,33 @@ def run_window(
 
     ``also_train``: other model names (``apex``) trained on the same windows, each stored under its own name and
     always from scratch. ``start``: where the model's training begins (see :func:`chained_start`)."""
-    arrays, days = data.arrays, data.days
     pred, result = _train_and_predict(data, manifest, config, on_epoch, start)
-    training, columns = data.training, csz_columns(manifest)
+    frame = predictions_frame(data.arrays, data.days, pred)
+    for name in also_train:
+        other = config.model_copy(update={"model": config.model.model_copy(update={"name": name})})
+        other_pred = _train_and_predict(data, manifest, other, None)[0]
+        frame[[f"{name}_{h}d" for h in data.arrays.horizons]] = _model_columns(data, other_pred)
+    baselines = score_baselines(data, manifest, config, window)
+    frame = pd.concat([baselines, frame[[c for c in frame.columns if c not in baselines]]], axis=1)
+    return WindowResult(
+        frame,
+        result.best_epoch,
+        len(result.history),
+        result.best_valid_rank_ic,
+        result.collapsed,
+        result.state_dict,
+        result.warm_start,
+    )
+
+
+def score_baselines(
+    data: WindowData, manifest: FeatureManifest, config: PipelineConfig, window: BacktestWindow
+) -> pd.DataFrame:
+    """The window's OOS stock-days (``window``, ``Date``, ``Code``, ``target_<h>d``) with the CS-Z label and the
+    baselines' scores (:data:`BASELINE_SOURCES`, and the oracle where there is one), in the rows and order of
+    :func:`atft.evaluation.predictions_frame`: what every model of the window is scored against."""
+    arrays, days, training = data.arrays, data.days, data.training
+    columns = csz_columns(manifest)
     scores = {
         LABEL: dense_rows(arrays, days)[1],
         "ridge": ridge_scores(training.arrays, training.train_days, arrays, days, columns),
@@ -205,26 +229,20 @@ def run_window(
         ),
         "reversal": reversal_scores(arrays, days),
     }
-    for name in also_train:
-        other = config.model_copy(update={"model": config.model.model_copy(update={"name": name})})
-        scores[name] = _train_and_predict(data, manifest, other, None)[0]
     if data.oracle is not None:
         scores["oracle"] = oracle_scores(arrays, days, data.oracle)
-    frame = predictions_frame(arrays, days, pred)
-    model_columns = [f"pred_{h}d" for h in arrays.horizons]
+    frame = predictions_frame(arrays, days, np.full((len(days), len(arrays.codes), len(arrays.horizons)), np.nan))
+    frame = frame.drop(columns=[f"pred_{h}d" for h in arrays.horizons])
     for name, values in scores.items():
-        columns = [f"{name}_{h}d" for h in arrays.horizons]
-        frame[columns] = predictions_frame(arrays, days, values)[model_columns].to_numpy()
+        frame[[f"{name}_{h}d" for h in arrays.horizons]] = _model_columns(data, values)
     frame.insert(0, "window", window.index)
-    return WindowResult(
-        frame,
-        result.best_epoch,
-        len(result.history),
-        result.best_valid_rank_ic,
-        result.collapsed,
-        result.state_dict,
-        result.warm_start,
-    )
+    return frame
+
+
+def _model_columns(data: WindowData, values: np.ndarray) -> np.ndarray:
+    """Dense [days, stocks, H] scores of the window's OOS days -> [rows, H] in the rows of ``predictions_frame``."""
+    day, stock = np.nonzero(data.arrays.present[data.days])
+    return values[day, stock].astype(np.float32)
 
 
 def chained_start(config: PipelineConfig, window: BacktestWindow, previous: dict[str, Tensor] | None) -> WarmStart:

@@ -266,6 +266,9 @@ class GraphConfig(_Strict):
 
 class ModelConfig(_Strict):
     name: Literal["atft_gat_fan", "apex"] = "atft_gat_fan"
+    # Members of a seed ensemble: copies of the model trained from seeds train.seed, train.seed + 1, ..., scored as
+    # the mean of their per-day ranks (atft.models.ensemble). 1 is a single model.
+    ensemble: int = Field(1, ge=1)
     # Sessions per input window, the day itself last. 10 rather than 20: with the day-context FiLM, a regime-dominant
     # market's held-out 5d RankIC was 0.223 at 10 and 0.210 at 20, and an epoch takes half the time.
     lookback: int = Field(10, ge=2)
@@ -286,6 +289,8 @@ class ModelConfig(_Strict):
 class LossConfig(_Strict):
     """Per-day ranking losses; the MSE-type term stays small so that predictions cannot collapse to the mean."""
 
+    # What the losses see of the CS-Z label: as it is, or its per-day normal scores (see atft.losses.rank_gauss).
+    label: Literal["cs_z", "rank_gauss"] = "cs_z"
     huber_weight: float = Field(0.05, ge=0)
     huber_delta: float = Field(1.0, gt=0)
     listnet_weight: float = Field(1.0, ge=0)

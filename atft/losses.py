@@ -63,6 +63,24 @@ def _day_mean(per_day: Tensor, valid_day: Tensor) -> Tensor:
     return total / valid_day.sum(dim=0).clamp_min(1)
 
 
+def rank_gauss(y: Tensor, mask: Tensor) -> Tensor:
+    """Per day and horizon, the valid stocks' labels mapped to normal scores ``Φ⁻¹((rank + 0.5) / count)``; 0 where
+    masked. ``[D, S, H]`` in and out, float32, no gradient (labels only).
+
+    The order of a day is all a ranking model can learn; the size of a 5-sigma news move is not. After this transform
+    every day's labels have the same spread and no tail, so a handful of extreme returns no longer dominates the
+    per-day ListNet target or the Pearson IC. Ties keep their order of appearance (a stable sort).
+    """
+    with torch.no_grad():
+        (values,), count, _ = _prepare(mask, y)
+        keyed = torch.where(mask, values, torch.inf)
+        order = torch.argsort(keyed, dim=1, stable=True)
+        ranks = torch.empty_like(order).scatter_(1, order, torch.arange(y.shape[1], device=y.device)
+                                                 .view(1, -1, 1).expand_as(order))  # fmt: skip
+        quantile = (ranks.float() + 0.5) / count.clamp_min(1)
+        return torch.where(mask, torch.special.ndtri(quantile.clamp(EPS, 1 - EPS)), 0.0)
+
+
 def huber_loss(pred: Tensor, y: Tensor, mask: Tensor, delta: float) -> Tensor:
     """Huber between pred and the per-day z-scored target (ddof=0), mean over valid stocks, then over days: [H]."""
     (pred, y), count, valid_day = _prepare(mask, pred, y)
@@ -140,6 +158,8 @@ class RankingLoss(torch.nn.Module):
         if pred.shape[-1] != len(self.horizons):
             raise ValueError(f"pred has {pred.shape[-1]} horizons, the loss was built for {self.horizons}")
         c = self.config
+        if c.label == "rank_gauss":
+            y = rank_gauss(y, mask)
         weighted = {
             "huber": (c.huber_weight, huber_loss(pred, y, mask, c.huber_delta)),
             "listnet": (c.listnet_weight, listnet_loss(pred, y, mask, c.listnet_tau)),

@@ -31,7 +31,7 @@ import pandas as pd
 
 matplotlib.use("Agg")  # files only: no display on a benchmark host
 import matplotlib.pyplot as plt
-from harness import finish
+from harness import finish, parse_overrides
 
 from atft.backtest import (
     REPORTED_HORIZONS,
@@ -139,7 +139,9 @@ def report(results: dict[str, Any]) -> str:
     lines = [f"# Walk-forward benchmark: {results['config']}", "",
              f"As-of {results['start']}..{results['end']}, every {results['step']} sessions, {results['epochs']} "
              f"epochs, warm start {results['warm_start']}, control {results['control']}, "
-             f"{results['seconds'] / 60:.1f} min on this host.", ""]  # fmt: skip
+             f"{results['seconds'] / 60:.1f} min on this host.",
+             *([f"Overrides: {', '.join(f'{k}={v}' for k, v in results['set'].items())}."] if results["set"] else []),
+             ""]  # fmt: skip
     for tag, run in results["lags"].items():
         summary = run["summary"]
         lag = tag.removeprefix("lag")
@@ -205,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lags", default="1,0", help="execution lags to replay, the first one reported first")
     parser.add_argument("--no-apex", action="store_true", help="leave the APEX baseline out (half the training)")
     parser.add_argument("--warm-start", choices=("none", "champion"), help="override train.warm_start")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides, values read as YAML (e.g. model.ensemble=3)")  # fmt: skip
     parser.add_argument("--control", choices=("none", "shuffled", "leak"), default="none",
                         help="an honesty control: labels shuffled within each day, or a planted leak")  # fmt: skip
     parser.add_argument("--warehouse", help="override warehouse.path (one per lag is derived from it)")
@@ -213,10 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    results: dict[str, Any] = {"config": args.config, "start": str(args.start), "end": str(args.end),
-                               "control": args.control, "lags": {}}  # fmt: skip
+    results: dict[str, Any] = {"config": args.config, "set": parse_overrides(args.set), "start": str(args.start),
+                               "end": str(args.end), "control": args.control, "lags": {}}  # fmt: skip
     for lag in [int(v) for v in args.lags.split(",")]:
-        overrides: dict[str, Any] = {"features.execution_lag": lag}
+        overrides: dict[str, Any] = {**parse_overrides(args.set), "features.execution_lag": lag}
         if args.epochs:
             overrides["train.epochs"] = args.epochs
         if args.warm_start:

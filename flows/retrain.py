@@ -61,6 +61,15 @@ def plan_windows(config: str, features_ref: dict[str, Any], as_of: date, warehou
     return windows
 
 
+def _trained(staged: dict[str, Any]) -> str:
+    """How training went: "atft_gat_fan, best epoch 3 of 5", or for a seed ensemble each member's best epoch."""
+    members = staged.get("member_best_epochs") or []
+    if len(members) > 1:
+        return (f"{staged['model']}, seed ensemble of {len(members)}, best epochs {', '.join(map(str, members))} "
+                f"({staged['epochs_run']} epochs in all)")  # fmt: skip
+    return f"{staged['model']}, best epoch {staged['best_epoch']} of {staged['epochs_run']}"
+
+
 def _report(config: str, as_of: date, outcome: str, lines: list[tuple[str, object]]) -> None:
     rows = "".join(f"| {label} | {value} |\n" for label, value in lines)
     create_markdown_artifact(
@@ -104,8 +113,7 @@ def rolling_retrain(
                                                                   if ingested["last_date"] else "")),
         ("features", f"`{features['table']}` ({features['mode']}), manifest `{features['manifest_sha256'][:16]}`"),
         ("windows", ", ".join(f"{k} {v}" for k, v in windows.items())),
-        ("training", f"{staged['model']}, best epoch {staged['best_epoch']} of {staged['epochs_run']}, "
-                     f"validation RankIC {staged['best_valid_rank_ic']:.4f}"),
+        ("training", f"{_trained(staged)}, validation RankIC {staged['best_valid_rank_ic']:.4f}"),
         ("started from", staged["warm_start"]["from_version"] or f"scratch ({staged['warm_start']['reason']})"),
         ("champion before", verdict["champion"] or "none"),
         ("gates", "passed" if verdict["passed"] else "; ".join(verdict["reasons"])),

@@ -79,15 +79,21 @@ def train_model_task(
 
     def on_epoch(record: EpochRecord) -> None:
         logger.info(record.line())
-        warning = overrun_warning(record, time.perf_counter() - began, epochs, settings.train.timeout_s)
+        warning = overrun_warning(
+            record, time.perf_counter() - began, epochs * record.members, settings.train.timeout_s
+        )
         if warning:
             logger.warning(warning)
-        description = f"training {settings.model.name}: epoch {record.epoch} of {epochs}{eta_text(record.eta_s)}"
-        update_progress_artifact(progress, progress=100.0 * record.epoch / epochs, description=description)
+        who = f"member {record.member + 1} of {record.members}, " if record.members > 1 else ""
+        description = f"training {settings.model.name}: {who}epoch {record.epoch} of {epochs}{eta_text(record.eta_s)}"
+        done = (record.member * epochs + record.epoch) / (record.members * epochs)
+        update_progress_artifact(progress, progress=100.0 * done, description=description)
 
     logger.info(
-        "training %s on %d days, validating on %d, up to %d epochs (timeout %.0f min)",
-        settings.model.name, len(data.train_days), len(data.valid), epochs, settings.train.timeout_s / 60,
+        "training %s on %d days, validating on %d, up to %d epochs%s (timeout %.0f min)",
+        settings.model.name, len(data.train_days), len(data.valid), epochs,
+        f" for each of {settings.model.ensemble} ensemble members" if settings.model.ensemble > 1 else "",
+        settings.train.timeout_s / 60,
     )  # fmt: skip
     model, result = train_model(settings, manifest, data, on_epoch, start)
     logger.info("threads: %s", result.thread_policy)
@@ -105,6 +111,7 @@ def train_model_task(
         "manifest_path": features_ref["manifest_path"],
         "windows": windows,
         "best_epoch": result.best_epoch,
+        "member_best_epochs": result.member_best_epochs,
         "best_valid_rank_ic": result.best_valid_rank_ic,
         "collapsed": result.collapsed,
         "device": result.device,

@@ -6,12 +6,16 @@ from atft.config import ModelConfig
 from atft.models.apex import APEX
 from atft.models.atft_gat_fan import ATFTGATFAN
 from atft.models.contract import ContractModel, InputWidthError
+from atft.models.ensemble import SeedEnsemble
 
-__all__ = ["APEX", "ATFTGATFAN", "ContractModel", "InputWidthError", "build_model"]
+__all__ = ["APEX", "ATFTGATFAN", "ContractModel", "InputWidthError", "SeedEnsemble", "build_model"]
 
 _MODELS: dict[str, type[ContractModel]] = {ATFTGATFAN.name: ATFTGATFAN, APEX.name: APEX}
 
 
 def build_model(config: ModelConfig, width: int, horizons: list[int], manifest_sha256: str) -> ContractModel:
-    """The model ``config.name`` for inputs of exactly ``width`` features (from the manifest, nowhere else)."""
+    """The model ``config.name`` for inputs of exactly ``width`` features (from the manifest, nowhere else); a
+    :class:`SeedEnsemble` of ``config.ensemble`` such models when that is above 1."""
+    if config.ensemble > 1:
+        return SeedEnsemble(config, width, horizons, manifest_sha256)
     return _MODELS[config.name](config, width, horizons, manifest_sha256)

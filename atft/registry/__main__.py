@@ -95,7 +95,9 @@ def _show(registry: Registry, args: argparse.Namespace, metric: str) -> int:
     lines.append(("staged from", str(meta.get("staged_from"))))
     if "best_epoch" in model:
         collapsed = "  COLLAPSED" if model.get("collapsed") else ""
-        training = f"best epoch {model['best_epoch']}, validation RankIC {_number(model.get('best_valid_rank_ic'))}"
+        epochs = ", ".join(map(str, model.get("member_best_epochs") or [model["best_epoch"]]))
+        best = f"best epoch{'s' if ',' in epochs else ''} {epochs}"
+        training = f"{best}, validation RankIC {_number(model.get('best_valid_rank_ic'))}"
         lines.append(("training", training + collapsed))
     lines += _block("metrics", [f"{k:<24} {_number(v)}" for k, v in r.metrics.items()])
     gate_lines = [_gate_line(g) for g in r.gates.get("results", [])]
@@ -150,7 +152,9 @@ def _created(r: VersionRecord) -> str:
 
 
 def _model(r: VersionRecord) -> str:
-    return str(r.metadata.get("model") or r.model.get("model") or "?")
+    name = str(r.metadata.get("model") or r.model.get("model") or "?")
+    members = r.model.get("config", {}).get("ensemble", 1)
+    return f"{name} (seed ensemble of {members})" if members > 1 else name
 
 
 def _number(value: Any) -> str:

@@ -18,14 +18,25 @@ import numpy as np
 from safetensors.torch import save_file
 from torch import nn
 
-from atft.config import PipelineConfig
+from atft.config import PipelineConfig, TrainConfig
 from atft.data.arrays import FeatureArrays, load_arrays, table_schema
 from atft.data.dataset import DayDataset, day_loader, history_days
 from atft.losses import RankingLoss
+from atft.metrics import daily_rank_ic, summarise
 from atft.models import ContractModel, build_model
+from atft.models.ensemble import SeedEnsemble
 from atft.registry.integrity import HISTORY, MODEL, WEIGHTS
 from atft.registry.loading import build_checkpoint
-from atft.training.trainer import EpochRecord, TrainResult, fit, fit_input_scaling, seed_everything
+from atft.training.trainer import (
+    EpochRecord,
+    TrainResult,
+    fit,
+    fit_input_scaling,
+    predict,
+    prediction_std,
+    seed_everything,
+    select_device,
+)
 from atft.training.warm_start import COLD, WarmStart
 from schemas.contract import check_contract
 from schemas.manifest import FeatureManifest
@@ -96,28 +107,88 @@ def train_model(
     """Build the configured model from the manifest's width, fit it, and load its best state.
 
     With a warm ``start`` (see ``atft.training.warm_start``) the model begins from its weights and trains for
-    ``train.warm_start_epochs`` at ``train.warm_start_learning_rate``.
+    ``train.warm_start_epochs`` at ``train.warm_start_learning_rate``. A seed ensemble (``model.ensemble`` > 1)
+    fits its members one after another, member ``i`` from seed ``train.seed + i`` (see :func:`fit_members`).
     """
-    seed_everything(config.train.seed)
     horizons = data.arrays.horizons
     model = build_model(config.model, manifest.width, horizons, manifest.sha256)
     train = start.train_settings(config.train)
+    members = list(model.members) if isinstance(model, SeedEnsemble) else [model]
     if start.state_dict is not None:
         model.load_state_dict(start.state_dict, strict=True)
+    else:
+        # Each member initialised from its own seed: member 0 of an ensemble is the single model of the same seed.
+        for i, member in enumerate(members):
+            seed_everything(train.seed + i)
+            member.load_state_dict(build_model(member.config, manifest.width, horizons, manifest.sha256).state_dict())
     # After the weights: a version's input scaling is always fitted on its own training days.
     model.set_input_scaling(*fit_input_scaling(data.arrays, data.train_days))
-    result = fit(
-        model,
-        day_loader(data.train, train.days_per_batch, shuffle=True, seed=train.seed, num_workers=train.num_workers),
-        day_loader(data.valid, train.days_per_batch, shuffle=False),
-        RankingLoss(config.loss, horizons),
-        train,
-        horizons,
-        on_epoch,
-    )
+    results = fit_members(members, data, RankingLoss(config.loss, horizons), train, horizons, on_epoch)
+    for member, result in zip(members, results, strict=True):
+        member.load_state_dict(result.state_dict)
+    result = results[0] if len(results) == 1 else ensemble_result(model, results, data, train, horizons)
     result.warm_start = start.describe()
-    model.load_state_dict(result.state_dict)
     return model.cpu(), result
+
+
+def fit_members(
+    members: Sequence[nn.Module],
+    data: TrainingData,
+    loss_fn: RankingLoss,
+    train: TrainConfig,
+    horizons: list[int],
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> list[TrainResult]:
+    """Fit each member on the same windows, member ``i`` with seed ``train.seed + i`` (its batch order and dropout).
+
+    Epoch records carry their member, and their ETA covers the members still to come at the speed seen so far."""
+    results: list[TrainResult] = []
+    seconds: list[float] = []
+    for i, member in enumerate(members):
+        seed = train.seed + i
+        seed_everything(seed)
+
+        def report(record: EpochRecord, i: int = i) -> None:
+            seconds.append(record.seconds)
+            record.member, record.members = i, len(members)
+            record.eta_s += (len(members) - i - 1) * train.epochs * sum(seconds) / len(seconds)
+            if on_epoch is not None:
+                on_epoch(record)
+
+        results.append(fit(
+            member,
+            day_loader(data.train, train.days_per_batch, shuffle=True, seed=seed, num_workers=train.num_workers),
+            day_loader(data.valid, train.days_per_batch, shuffle=False),
+            loss_fn,
+            train,
+            horizons,
+            report,
+        ))  # fmt: skip
+    return results
+
+
+def ensemble_result(
+    model: nn.Module, members: Sequence[TrainResult], data: TrainingData, train: TrainConfig, horizons: list[int]
+) -> TrainResult:
+    """One result for a fitted seed ensemble: its state, every member's epochs, and its own validation RankIC and
+    prediction spread (the ensemble's, not a member's). ``best_epoch`` is the latest epoch a member kept."""
+    device = select_device(train.device)
+    pred, label, mask = predict(model, day_loader(data.valid, train.days_per_batch, shuffle=False), device)
+    primary = horizons.index(train.primary_horizon)
+    rank_ic = summarise(daily_rank_ic(pred[..., primary], label[..., primary], mask[..., primary]))[0]
+    std = prediction_std(pred[..., primary], mask[..., primary])
+    first = members[0]
+    return TrainResult(
+        state_dict={name: value.detach().cpu().clone() for name, value in model.state_dict().items()},
+        history=[record for member in members for record in member.history],
+        best_epoch=max(member.best_epoch for member in members),
+        best_valid_rank_ic=rank_ic,
+        device=first.device,
+        collapsed=not std >= train.collapse_std,
+        thread_policy=first.thread_policy,
+        compiled=first.compiled,
+        member_best_epochs=[member.best_epoch for member in members],
+    )
 
 
 def stage(model: nn.Module, result: TrainResult, manifest: FeatureManifest, windows: Windows, directory: Path) -> Path:
@@ -129,6 +200,7 @@ def stage(model: nn.Module, result: TrainResult, manifest: FeatureManifest, wind
         "manifest_sha256": manifest.sha256,
         "windows": {k: str(v) for k, v in asdict(windows).items()},
         "best_epoch": result.best_epoch,
+        "member_best_epochs": result.member_best_epochs,
         "best_valid_rank_ic": result.best_valid_rank_ic,
         "collapsed": result.collapsed,
         "device": result.device,

@@ -55,13 +55,17 @@ class EpochRecord:
     data_seconds: float  # of ``seconds``, waiting for batches
     threads: int = 0  # torch CPU threads at the epoch's end
     eta_s: float = 0.0  # the remaining epochs at the mean speed so far (early stopping may end sooner)
+    member: int = 0  # of a seed ensemble, which member this epoch trained (0 for a single model)
+    members: int = 1
 
     def line(self) -> str:
         ric = ", ".join(f"{h}d {v:+.4f}" for h, v in self.valid_rank_ic.items())
         flag = "  COLLAPSE" if self.collapsed else ""
+        who = f"member {self.member + 1} of {self.members}, " if self.members > 1 else ""
         return (
-            f"epoch {self.epoch}: loss {self.train_loss:.4f}; valid RankIC {ric}; pred std {self.prediction_std:.4f}"
-            f"{flag}; {self.seconds:.1f} s ({self.stock_days_per_s:,.0f} stock-days/s, data {self.data_seconds:.1f} s, "
+            f"{who}epoch {self.epoch}: loss {self.train_loss:.4f}; valid RankIC {ric}; "
+            f"pred std {self.prediction_std:.4f}{flag}; {self.seconds:.1f} s ({self.stock_days_per_s:,.0f} "
+            f"stock-days/s, data {self.data_seconds:.1f} s, "
             f"{self.threads} threads){eta_text(self.eta_s)}"
         )
 
@@ -77,6 +81,7 @@ class TrainResult:
     thread_policy: str = ""  # the thread policy it ran under, and every change the host's load made to it
     compiled: str = ""  # what torch.compile compiled, or why nothing
     warm_start: dict[str, object] | None = None  # the version it started from and why (``WarmStart.describe``)
+    member_best_epochs: list[int] = field(default_factory=list)  # of a seed ensemble, each member's best epoch
 
     def history_dicts(self) -> list[dict[str, object]]:
         return [asdict(record) for record in self.history]
@@ -268,8 +273,9 @@ def eta_text(seconds: float) -> str:
 
 
 def overrun_warning(record: EpochRecord, elapsed_s: float, epochs: int, timeout_s: float) -> str | None:
-    """After the first epoch: a warning if all ``epochs`` at its speed would run past ``timeout_s``, else None."""
-    if record.epoch != 1 or elapsed_s + record.eta_s <= timeout_s:
+    """After the first epoch (of an ensemble's first member): a warning if all ``epochs`` (of every member) at its speed
+    would run past ``timeout_s``, else None."""
+    if record.epoch != 1 or record.member or elapsed_s + record.eta_s <= timeout_s:
         return None
     return (
         f"at {record.seconds:.0f} s per epoch, {epochs} epochs need about {(elapsed_s + record.eta_s) / 60:.0f} min in "

@@ -11,6 +11,7 @@ from atft.calendar import TradingCalendar
 from atft.registry import Registry
 from flows.features import build_features
 from flows.retrain import rolling_retrain
+from flows.score import score
 
 AS_OF = date(2022, 12, 23)
 NEXT = date(2022, 12, 28)
@@ -103,3 +104,28 @@ def test_a_warm_retrain_fine_tunes_the_champion_and_records_where_it_started(mar
     assert second.metadata["warm_start"] == second.model["warm_start"]
     assert second.metadata["warm_start"]["from_version"] == first
     assert f"started from | {first} |" in read_artifacts("retrain-warm-report")[0].data
+
+
+def test_a_seed_ensemble_is_trained_published_and_scored_as_one_model(market, small_market, read_artifacts):
+    tmp, _, _ = market
+    config = small_market(
+        tmp,
+        "ensemble",
+        source={"seed": 6},
+        retrain={"train_days": 60, "valid_days": 20},
+        evaluation={"eval_days": 20, "gates": ["rank_ic_5d >= -1", "collapse_ratio_1d >= 0.0001"]},
+        model={"ensemble": 2},
+        registry={"path": str(tmp / "ensemble-registry")},
+    )
+    state = rolling_retrain(config=config, as_of=AS_OF, return_state=True)
+    assert state.name == "Published", state.message
+    record = Registry(tmp / "ensemble-registry").show(state.result()["version"])
+    assert record.model["config"]["ensemble"] == 2 and len(record.model["member_best_epochs"]) == 2
+    assert "seed ensemble of 2, best epochs 1, 1 (2 epochs in all)" in read_artifacts("retrain-ensemble-report")[0].data
+    scored = score(config=config, as_of=AS_OF)
+    with duckdb.connect(str(tmp / "market.duckdb"), read_only=True) as con:
+        low, high, n = con.execute(
+            "SELECT min(pred_5d), max(pred_5d), count(*) FROM predictions WHERE model_version = ?", [scored["version"]]
+        ).fetchone()
+    # Mean per-day ranks of two members, centred and scaled by √12: inside ±√3, and spread over the day's stocks.
+    assert n == scored["stocks"] > 0 and -(3**0.5) < low < 0 < high < 3**0.5

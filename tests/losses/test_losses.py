@@ -4,8 +4,10 @@ RankingLoss, and the collapse contrast between the default loss and an MSE-domin
 from __future__ import annotations
 
 from collections.abc import Callable
+from statistics import NormalDist
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -15,6 +17,7 @@ from atft.losses import (
     huber_loss,
     ic_loss,
     listnet_loss,
+    rank_gauss,
     sharpe_loss,
     variance_floor_penalty,
 )
@@ -236,6 +239,31 @@ def test_ranking_loss_is_the_configured_weighted_sum() -> None:
     # Horizon 10 has weight 0: its predictions get no gradient.
     (grad,) = torch.autograd.grad(total, pred)
     assert (grad[..., 2] == 0).all() and (grad[..., [0, 1, 3]] != 0).any()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_rank_gauss_is_the_normal_score_of_each_days_rank_over_its_valid_stocks(shape: tuple[int, int, int]) -> None:
+    _, y, mask = _inputs(shape, seed=11)
+    got = rank_gauss(y, mask)
+    for d in range(shape[0]):
+        for k in range(shape[2]):
+            valid = mask[d, :, k].numpy()
+            expected = np.zeros(shape[1])
+            if valid.any():
+                ranks = pd.Series(y[d, valid, k].numpy()).rank(method="first").to_numpy() - 1
+                expected[valid] = [NormalDist().inv_cdf((r + 0.5) / valid.sum()) for r in ranks]
+            np.testing.assert_allclose(got[d, :, k].numpy(), expected, atol=1e-5)
+
+
+def test_a_rank_gauss_label_trains_on_the_days_order_only() -> None:
+    """Any increasing per-day transform of the labels (here cubing, which makes the tails dominate) leaves the loss
+    unchanged with ``label: rank_gauss``, and changes it with the CS-Z label as it is."""
+    pred, y, mask = _inputs((6, 25, 4), seed=12)
+    z = (y - y.mean(1, keepdim=True)) / y.std(1, keepdim=True)
+    ranked = RankingLoss(LossConfig(label="rank_gauss"), [1, 5, 10, 20])
+    plain = RankingLoss(LossConfig(), [1, 5, 10, 20])
+    assert ranked(pred, z**3, mask)[0] == pytest.approx(float(ranked(pred, z, mask)[0]), rel=1e-6)
+    assert abs(float(plain(pred, z**3, mask)[0] - plain(pred, z, mask)[0])) > 1e-2
 
 
 def test_ranking_loss_rejects_zero_weights_and_wrong_horizon_count() -> None:

@@ -1,0 +1,251 @@
+"""Lever search on real prices, on the walk-forward protocol's earlier windows only: settings are chosen there.
+
+    .venv/bin/python benchmarks/bench_levers.py one-epoch --set train.epochs=1 --seeds 3
+    .venv/bin/python benchmarks/bench_levers.py rank-gauss --set train.epochs=1 loss.label=rank_gauss --seeds 3
+    .venv/bin/python benchmarks/bench_levers.py --report                      # the table of every lever so far
+
+The protocol is the walk-forward benchmark's (``bench_walkforward.py``): ``deployments/sp500.yaml``, as-of dates
+every ``retrain.step_days`` sessions from 2016-01-04 to 2018-01-31, each retrain on its production windows, cold.
+Its windows are cut in two as :func:`atft.backtest.selection_halves` cuts them; a lever is measured on the earlier
+half, and the later half is left for the final replay of the chosen setting, which reports it on its own
+(``--half later`` exists for that report and says so).
+
+A lever is a named set of config overrides. Each window trains one model per seed (``train.seed`` 7, 8, ...) and
+keeps its out-of-sample scores under ``--out/<lever>/``; the baselines (ridge, LightGBM, reversal) are fitted once
+per window and kept under ``--out/baselines/``, so levers cost their training only and every lever is scored on the
+same stock-days against the same baselines. A lever's score is its seeds' mean of per-day ranks: exactly what a
+``model.ensemble`` of that many members publishes (member i is the single model of seed 7 + i), so "one seed" and
+"an ensemble of three" are two readings of the same runs. ``--json`` writes the report's figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import torch
+from harness import finish, parse_overrides
+
+from atft.backtest import (
+    BacktestWindow,
+    _train_and_predict,
+    load_window,
+    plan_backtest,
+    score_baselines,
+    summarise_backtest,
+)
+from atft.config import PipelineConfig, load_config
+from atft.evaluation import predictions_frame
+from atft.features.build import build_features
+from atft.ingest import ingest
+from atft.models.ensemble import day_ranks
+from schemas.manifest import FeatureManifest
+
+START, END = date(2016, 1, 4), date(2018, 1, 31)
+FIRST_SEED = 7
+LEVER_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+class Protocol:
+    """The feature table of the config (ingested and built if needed), its sessions, and the halves of the replay."""
+
+    def __init__(self, settings: PipelineConfig) -> None:
+        ingest(settings, on_progress=lambda _: None)
+        self.manifest = FeatureManifest.read(build_features(settings, on_progress=lambda _: None).manifest_path)
+        with duckdb.connect(str(settings.warehouse.path), read_only=True) as con:
+            self.dates = [d for (d,) in con.execute(
+                f"SELECT DISTINCT Date FROM {self.manifest.table_name} ORDER BY Date").fetchall()]  # fmt: skip
+        self.warm_up = max(column.lookback for column in self.manifest.features)
+        count = len(self._plan(settings))
+        cut = count // 2  # as selection_halves: the extra window of an odd count goes to the later half
+        self.halves = {"earlier": list(range(cut)), "later": list(range(cut, count)), "all": list(range(count))}
+
+    def windows(self, settings: PipelineConfig, half: str = "all") -> list[BacktestWindow]:
+        """The retrains of ``settings`` (its retrain windows) on the protocol's as-of dates, those of ``half``."""
+        planned = self._plan(settings)
+        return [planned[i] for i in self.halves[half]]
+
+    def _plan(self, settings: PipelineConfig) -> list[BacktestWindow]:
+        return plan_backtest(self.dates, START, END, settings.retrain.step_days, settings, self.warm_up)
+
+
+def run_lever(
+    name: str, overrides: dict[str, Any], lever: PipelineConfig, seeds: int, half: str, settings: PipelineConfig,
+    protocol: Protocol, out: Path,
+) -> None:  # fmt: skip
+    """Train and keep every missing (window, seed) of the lever (``settings`` with ``overrides``, resolved as
+    ``lever``) in ``half``, and every missing window's baselines (fitted on the windows of ``settings``)."""
+    if any(key.split(".")[0] in ("source", "features", "warehouse", "calendar") for key in overrides):
+        raise SystemExit(f"lever {name}: {sorted(overrides)} would change the feature table; give it its own --config")
+    if lever.retrain.step_days != settings.retrain.step_days:
+        raise SystemExit(f"lever {name}: retrain.step_days sets the protocol's as-of dates; it is not a lever")
+    manifest = protocol.manifest
+    (out / name).mkdir(parents=True, exist_ok=True)
+    (out / name / "lever.json").write_text(json.dumps({"set": overrides}, default=str))
+    began = time.perf_counter()
+    windows = protocol.windows(lever, half)
+    for done, (window, base) in enumerate(zip(windows, protocol.windows(settings, half), strict=True), start=1):
+        todo = [s for s in range(FIRST_SEED, FIRST_SEED + seeds) if not _scores_path(out, name, window, s).exists()]
+        baselines = out / "baselines" / f"window-{window.index:03d}.parquet"
+        if not todo and baselines.exists():
+            continue
+        with duckdb.connect(str(settings.warehouse.path), read_only=True) as con:
+            data = load_window(con, manifest, lever, window)
+        if not baselines.exists():
+            baselines.parent.mkdir(parents=True, exist_ok=True)
+            if base != window:
+                with duckdb.connect(str(settings.warehouse.path), read_only=True) as con:
+                    data = load_window(con, manifest, settings, base)
+            score_baselines(data, manifest, settings, base).to_parquet(baselines)
+        for seed in todo:
+            tick = time.perf_counter()
+            seeded = lever.model_copy(update={"train": lever.train.model_copy(update={"seed": seed})})
+            pred, result = _train_and_predict(data, manifest, seeded, None)
+            frame = predictions_frame(data.arrays, data.days, pred)
+            np.savez(
+                _scores_path(out, name, window, seed),
+                scores=frame[[f"pred_{h}d" for h in data.arrays.horizons]].to_numpy(),
+                rows=(frame["Date"].astype(str) + " " + frame["Code"]).to_numpy(),
+                seconds=time.perf_counter() - tick,
+                epochs=len(result.history),
+                best_epoch=result.best_epoch,
+            )
+        eta = (time.perf_counter() - began) / done * (len(windows) - done)
+        print(f"  {name}: window {window.index} (as-of {window.as_of}) done, ETA {eta / 60:.0f} min", file=sys.stderr,
+              flush=True)  # fmt: skip
+
+
+def _scores_path(out: Path, name: str, window: BacktestWindow, seed: int) -> Path:
+    return out / name / f"window-{window.index:03d}-seed-{seed}.npz"
+
+
+def lever_record(
+    name: str, windows: list[BacktestWindow], settings: PipelineConfig, out: Path, seeds: int | None
+) -> dict[str, Any] | None:
+    """The lever's figures over ``windows``: its ensemble of the first ``seeds`` seeds (all it has when None), each
+    seed alone, and the baselines, all from :func:`atft.backtest.summarise_backtest`; None where a window is missing."""
+    frames, seconds, epochs, used = [], [], [], None
+    for window in windows:
+        baselines = out / "baselines" / f"window-{window.index:03d}.parquet"
+        paths = sorted((out / name).glob(f"window-{window.index:03d}-seed-*.npz"), key=_seed)
+        if seeds is not None:
+            paths = [p for p in paths if _seed(p) < FIRST_SEED + seeds]
+        if not baselines.exists() or not paths or (used is not None and len(paths) != used):
+            return None
+        used = len(paths)
+        frame = pd.read_parquet(baselines)
+        runs = [np.load(p) for p in paths]
+        rows = (frame["Date"].astype(str) + " " + frame["Code"]).to_numpy()
+        if any(not np.array_equal(r["rows"], rows) for r in runs):
+            raise SystemExit(f"{name}: window {window.index}'s scores are not on the baselines' stock-days")
+        seconds += [float(r["seconds"]) for r in runs]
+        epochs += [int(r["epochs"]) for r in runs]
+        day = torch.as_tensor(pd.factorize(frame["Date"])[0])
+        present = torch.ones(len(frame), dtype=torch.bool)
+        for k, h in enumerate(settings.features.horizons):
+            for seed, run in zip(map(_seed, paths), runs, strict=True):
+                frame[f"seed{seed}_{h}d"] = run["scores"][:, k]
+            members = [day_ranks(torch.as_tensor(r["scores"][:, k], dtype=torch.float64), day, present) for r in runs]
+            frame[f"pred_{h}d"] = torch.stack(members).mean(0).numpy()
+        frames.append(frame)
+    stitched = pd.concat(frames, ignore_index=True)
+    horizons, portfolio = settings.features.horizons, settings.evaluation.portfolio
+    rows = [w.row() for w in windows]
+    summary = summarise_backtest(stitched, rows, horizons, portfolio, real_prices=True)
+    single = []
+    for seed in range(FIRST_SEED, FIRST_SEED + used):
+        alone = stitched.assign(**{f"pred_{h}d": stitched[f"seed{seed}_{h}d"] for h in horizons})
+        single.append(summarise_backtest(alone, rows, horizons, portfolio, real_prices=True)["metrics"]["model"])
+    return {
+        "lever": name,
+        "set": json.loads((out / name / "lever.json").read_text())["set"],
+        "seeds": used,
+        "windows": [w.index for w in windows],
+        "metrics": summary["metrics"],
+        "wins_rank_ic_5d": summary["wins_rank_ic_5d"],
+        "per_window_rank_ic_5d": {
+            source: [row.get(f"{source}_rank_ic_5d") for row in summary["windows"]]
+            for source in ("model", "ridge", "lightgbm")
+        },
+        "single_seed_rank_ic_5d": [m["rank_ic_5d"] for m in single],
+        "seconds_per_model": float(np.mean(seconds)),
+        "epochs_per_model": float(np.mean(epochs)),
+        "warnings": summary["warnings"],
+    }
+
+
+def _seed(path: Path) -> int:
+    return int(re.search(r"seed-(\d+)", path.name).group(1))
+
+
+def report(records: list[dict[str, Any]], half: str) -> str:
+    """A markdown table: each lever's ensemble RankIC, RankICIR, Sharpe and wins, its seeds alone, its cost."""
+    lines = [f"Levers on the protocol's {half} windows (5-day label; the long-short book after costs):", "",
+             "| lever | settings | seeds | RankIC 5d | RankICIR 5d | LS Sharpe 5d | turnover 5d | beats ridge | "
+             "each seed alone | s per model |", "|---" * 10 + "|"]  # fmt: skip
+    if records:
+        first = records[0]
+        for source, label in (("ridge", "ridge (baseline)"), ("lightgbm", "LightGBM (baseline)")):
+            m = first["metrics"][source]
+            lines.append(f"| {label} | | | {m['rank_ic_5d']:.4f} | {m['rank_icir_5d']:.3f} | {m['ls_sharpe_5d']:.2f} | "
+                         f"{m['turnover_5d']:.2f} | | | |")  # fmt: skip
+    for r in records:
+        m, n = r["metrics"]["model"], len(r["windows"])
+        settings = ", ".join(f"{k}={v}" for k, v in r["set"].items())
+        alone = ", ".join(f"{v:.4f}" for v in r["single_seed_rank_ic_5d"])
+        lines.append(f"| {r['lever']} | {settings} | {r['seeds']} | {m['rank_ic_5d']:.4f} | {m['rank_icir_5d']:.3f} | "
+                     f"{m['ls_sharpe_5d']:.2f} | {m['turnover_5d']:.2f} | {r['wins_rank_ic_5d']['model']['ridge']} of "
+                     f"{n} | {alone} | {r['seconds_per_model']:.0f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("lever", nargs="?", help="the lever's name (its folder under --out)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides of the lever")
+    parser.add_argument("--seeds", type=int, default=3, help="models per window, seeds 7, 8, ... (default 3)")
+    parser.add_argument("--half", choices=("earlier", "later", "all"), default="earlier",
+                        help="windows to run or report; choose levers on the earlier half only")  # fmt: skip
+    parser.add_argument("--report", action="store_true", help="print the table of every lever measured so far")
+    parser.add_argument("--config", default="deployments/sp500.yaml")
+    parser.add_argument("--warehouse", help="override warehouse.path")
+    parser.add_argument("--out", type=Path, default=Path("data/bench/levers"))
+    parser.add_argument("--json", type=Path, help="also write the report's figures here")
+    args = parser.parse_args(argv)
+    if not args.report and not args.lever:
+        parser.error("name a lever to run, or ask for --report")
+    if args.lever and not LEVER_NAME.match(args.lever):
+        parser.error(f"a lever name is lowercase letters, digits, '.', '_' and '-'; got {args.lever!r}")
+    if args.half != "earlier":
+        print(f"reporting the {args.half} windows: figures to report, never to choose a setting by",
+              file=sys.stderr)  # fmt: skip
+    base = {"warehouse.path": args.warehouse} if args.warehouse else {}
+    settings = load_config(args.config, base)
+    replay = Protocol(settings)
+    if args.lever:
+        overrides = parse_overrides(args.set)
+        lever = load_config(args.config, {**base, **overrides})
+        run_lever(args.lever, overrides, lever, args.seeds, args.half, settings, replay, args.out)
+    chosen = replay.windows(settings, args.half)
+    names = [args.lever] if args.lever and not args.report else sorted(
+        p.name for p in args.out.iterdir() if (p / "lever.json").exists())  # fmt: skip
+    records = [r for n in names if (r := lever_record(n, chosen, settings, args.out, None)) is not None]
+    print(report(records, args.half))
+    for r in records:
+        for warning in r["warnings"]:
+            print(f"{r['lever']}: {warning}")
+    finish(True, args.json, {"half": args.half, "windows": replay.halves[args.half], "levers": records})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
