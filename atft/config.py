@@ -272,6 +272,10 @@ class ModelConfig(_Strict):
     # Sessions per input window, the day itself last. 10 rather than 20: with the day-context FiLM, a regime-dominant
     # market's held-out 5d RankIC was 0.223 at 10 and 0.210 at 20, and an epoch takes half the time.
     lookback: int = Field(10, ge=2)
+    # Scaled inputs are clipped to +-this many training stds; None leaves them as they are. Raw price and volume
+    # features of real stocks reach hundreds of stds on a glitch or a crash, which the CS-Z columns (clipped at
+    # features.cs_z.clip) never do.
+    input_clip: float | None = Field(None, gt=0)
     hidden: int = Field(64, ge=8)
     var_hidden: int = Field(8, ge=2)  # per-variable embedding width inside the variable selection network
     dropout: float = Field(0.1, ge=0, lt=1)

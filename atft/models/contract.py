@@ -72,7 +72,8 @@ class ContractModel(nn.Module):
         }
 
     def prepare_inputs(self, x: Tensor, x_mask: Tensor) -> Tensor:
-        """Check the contract, scale, zero non-finite values and missing steps: [N, L, F] -> [N, L, F]."""
+        """Check the contract, scale (and clip, with ``input_clip``), zero non-finite values and missing steps:
+        [N, L, F] -> [N, L, F]."""
         if x.dim() != 3:
             raise InputWidthError(f"x must be [N, L, F], got shape {tuple(x.shape)} (manifest {self.manifest_sha256})")
         if x.shape[-1] != self.width:
@@ -90,4 +91,6 @@ class ContractModel(nn.Module):
         # Missing values arrive as 0 already; anything non-finite left is treated as missing too. A missing step
         # becomes 0, the training mean after scaling, so it carries no spurious level.
         x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+        if self.config.input_clip is not None:
+            x = x.clamp(-self.config.input_clip, self.config.input_clip)
         return x * x_mask.unsqueeze(-1).to(x.dtype)

@@ -241,6 +241,20 @@ def test_input_scaling_is_saved_with_the_weights_and_changes_scores(name: str) -
 
 
 @pytest.mark.parametrize("name", MODELS)
+def test_input_clip_bounds_the_scaled_inputs_and_leaves_missing_values_missing(name: str) -> None:
+    model = build(name, input_clip=3.0).eval()
+    batch = make_batch()
+    x = batch.x.clone()
+    x[1, -1, 0], x[2, -1, 1], x[3, -1, 2] = 250.0, -40.0, float("inf")
+    scaled = model.prepare_inputs(x, batch.x_mask)
+    assert scaled[1, -1, 0] == 3.0 and scaled[2, -1, 1] == -3.0 and scaled[3, -1, 2] == 0.0
+    within = x.abs() < 3.0
+    torch.testing.assert_close(scaled[within], build(name).prepare_inputs(x, batch.x_mask)[within])
+    x[1, -1, 0] = 3.5  # any value past the clip scores as the clip itself
+    torch.testing.assert_close(model(x, *batch.inputs()[1:])[1], model(scaled, *batch.inputs()[1:])[1])
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_same_seed_same_weights_same_scores(name: str) -> None:
     first, second = build(name, seed=3).eval(), build(name, seed=3).eval()
     for (key, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
