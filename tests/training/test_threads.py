@@ -86,6 +86,7 @@ def test_a_pinned_count_never_changes():
 def test_auto_gives_a_core_to_a_busy_process_and_takes_it_back_when_it_ends():
     before = torch.get_num_threads()
     budget = CoreBudget(frozenset(sorted(os.sched_getaffinity(0))[:2]))
+    torch.set_num_threads(2)  # an earlier test may have left one thread, and then no change would be recorded
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         os.sched_setaffinity(busy.pid, {min(budget.cpus)})
@@ -96,7 +97,8 @@ def test_auto_gives_a_core_to_a_busy_process_and_takes_it_back_when_it_ends():
         busy.wait()
         time.sleep(1.2)
         assert governor.tick() == 2, governor.changes
-        assert any("-> 1 threads" in change for change in governor.changes)
+        assert any("2 -> 1 threads" in change for change in governor.changes), governor.changes
+        assert governor.changes[-1].startswith("1 -> 2 threads"), governor.changes
     finally:
         busy.kill()
         torch.set_num_threads(before)
