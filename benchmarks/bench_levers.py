@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/bench_levers.py one-epoch --set train.epochs=1 --seeds 3
     .venv/bin/python benchmarks/bench_levers.py rank-gauss --set train.epochs=1 loss.label=rank_gauss --seeds 3
     .venv/bin/python benchmarks/bench_levers.py --report                      # the table of every lever so far
+    .venv/bin/python benchmarks/bench_levers.py shuffled --set train.epochs=1 --seeds 1 --half all --control shuffled
+    .venv/bin/python benchmarks/bench_levers.py --final one-epoch --apex apex --half all    # the chosen lever's record
 
 The protocol is the walk-forward benchmark's (``bench_walkforward.py``): ``deployments/sp500.yaml``, as-of dates
 every ``retrain.step_days`` sessions from 2016-01-04 to 2018-01-31, each retrain on its production windows, cold.
@@ -13,9 +15,16 @@ half, and the later half is left for the final replay of the chosen setting, whi
 A lever is a named set of config overrides. Each window trains one model per seed (``train.seed`` 7, 8, ...) and
 keeps its out-of-sample scores under ``--out/<lever>/``; the baselines (ridge, LightGBM, reversal) are fitted once
 per window and kept under ``--out/baselines/``, so levers cost their training only and every lever is scored on the
-same stock-days against the same baselines. A lever's score is its seeds' mean of per-day ranks: exactly what a
-``model.ensemble`` of that many members publishes (member i is the single model of seed 7 + i), so "one seed" and
-"an ensemble of three" are two readings of the same runs. ``--json`` writes the report's figures.
+same stock-days against the same baselines. A lever's overrides apply to ``--config`` as it is when it runs, whose
+own ``model.ensemble`` is set aside: each seed trains one model. A lever's score is its seeds' mean of per-day
+ranks: exactly what a ``model.ensemble`` of that many members publishes (member i is the single model of seed
+7 + i), so "one seed" and "an ensemble of three" are two readings of the same runs. ``--json`` writes the report's
+figures.
+
+``--final`` reports one lever over ``--half`` as the walk-forward benchmark reports a replay (the same tables,
+halves, bootstrap intervals, charts and skill targets), with an APEX lever beside it on the same stock-days, under
+``--out/final-<lever>/``. ``--control shuffled`` trains a lever on labels permuted within each day: the honesty
+control, read in the lever table against its bound.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import json
 import re
 import sys
 import time
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -33,17 +43,26 @@ import duckdb
 import numpy as np
 import pandas as pd
 import torch
+from bench_walkforward import ENSEMBLE_MEMBERS, charts
+from bench_walkforward import report as walkforward_report
 from harness import finish, parse_overrides
 
 from atft.backtest import (
+    REPORTED_HORIZONS,
+    SOURCES,
     BacktestWindow,
     _train_and_predict,
+    add_rank_average,
+    daily_signal,
     load_window,
     plan_backtest,
+    rank_ic_differences,
     score_baselines,
+    stitch,
     summarise_backtest,
 )
 from atft.config import PipelineConfig, load_config
+from atft.controls import SHUFFLED_RANK_IC, shuffle_labels
 from atft.evaluation import predictions_frame
 from atft.features.build import build_features
 from atft.ingest import ingest
@@ -80,17 +99,20 @@ class Protocol:
 
 def run_lever(
     name: str, overrides: dict[str, Any], lever: PipelineConfig, seeds: int, half: str, settings: PipelineConfig,
-    protocol: Protocol, out: Path,
+    protocol: Protocol, out: Path, control: str = "none",
 ) -> None:  # fmt: skip
     """Train and keep every missing (window, seed) of the lever (``settings`` with ``overrides``, resolved as
-    ``lever``) in ``half``, and every missing window's baselines (fitted on the windows of ``settings``)."""
+    ``lever``) in ``half``, and every missing window's baselines (fitted on the windows of ``settings``).
+
+    ``control="shuffled"`` trains the lever's models on labels permuted within each day (as
+    ``bench_walkforward.py --control shuffled``); the baselines stay fitted on the real labels."""
     if any(key.split(".")[0] in ("source", "features", "warehouse", "calendar") for key in overrides):
         raise SystemExit(f"lever {name}: {sorted(overrides)} would change the feature table; give it its own --config")
     if lever.retrain.step_days != settings.retrain.step_days:
         raise SystemExit(f"lever {name}: retrain.step_days sets the protocol's as-of dates; it is not a lever")
     manifest = protocol.manifest
     (out / name).mkdir(parents=True, exist_ok=True)
-    (out / name / "lever.json").write_text(json.dumps({"set": overrides}, default=str))
+    (out / name / "lever.json").write_text(json.dumps({"set": overrides, "control": control}, default=str))
     began = time.perf_counter()
     windows = protocol.windows(lever, half)
     for done, (window, base) in enumerate(zip(windows, protocol.windows(settings, half), strict=True), start=1):
@@ -106,6 +128,8 @@ def run_lever(
                 with duckdb.connect(str(settings.warehouse.path), read_only=True) as con:
                     data = load_window(con, manifest, settings, base)
             score_baselines(data, manifest, settings, base).to_parquet(baselines)
+        if control == "shuffled":  # after the baselines, which were fitted on the real labels
+            shuffle_labels(data.training.arrays, seed=window.index)
         for seed in todo:
             tick = time.perf_counter()
             seeded = lever.model_copy(update={"train": lever.train.model_copy(update={"seed": seed})})
@@ -114,7 +138,7 @@ def run_lever(
             np.savez(
                 _scores_path(out, name, window, seed),
                 scores=frame[[f"pred_{h}d" for h in data.arrays.horizons]].to_numpy(),
-                rows=(frame["Date"].astype(str) + " " + frame["Code"]).to_numpy(),
+                rows=(frame["Date"].astype(str) + " " + frame["Code"]).to_numpy(dtype=str),  # not objects: no pickle
                 seconds=time.perf_counter() - tick,
                 epochs=len(result.history),
                 best_epoch=result.best_epoch,
@@ -128,12 +152,25 @@ def _scores_path(out: Path, name: str, window: BacktestWindow, seed: int) -> Pat
     return out / name / f"window-{window.index:03d}-seed-{seed}.npz"
 
 
-def lever_record(
+@dataclass
+class StitchedLever:
+    """A lever's out-of-sample record over some windows, on the baselines' stock-days: ``frame`` holds the
+    baselines, ``pred_<h>d`` (the seeds' mean of per-day ranks) and ``seed<s>_<h>d`` (each seed alone); ``rows``
+    are the windows, with the epochs and seconds of all seeds together."""
+
+    frame: pd.DataFrame
+    rows: list[dict[str, Any]]
+    seeds: int
+    seconds: list[float]
+    epochs: list[int]
+
+
+def stitch_lever(
     name: str, windows: list[BacktestWindow], settings: PipelineConfig, out: Path, seeds: int | None
-) -> dict[str, Any] | None:
-    """The lever's figures over ``windows``: its ensemble of the first ``seeds`` seeds (all it has when None), each
-    seed alone, and the baselines, all from :func:`atft.backtest.summarise_backtest`; None where a window is missing."""
-    frames, seconds, epochs, used = [], [], [], None
+) -> StitchedLever | None:
+    """The lever's ensemble of its first ``seeds`` seeds (all it has when None) over ``windows``; None where a
+    window, or a seed of one, is missing."""
+    frames, rows, seconds, epochs, used = [], [], [], [], None
     for window in windows:
         baselines = out / "baselines" / f"window-{window.index:03d}.parquet"
         paths = sorted((out / name).glob(f"window-{window.index:03d}-seed-*.npz"), key=_seed)
@@ -144,11 +181,13 @@ def lever_record(
         used = len(paths)
         frame = pd.read_parquet(baselines)
         runs = [np.load(p) for p in paths]
-        rows = (frame["Date"].astype(str) + " " + frame["Code"]).to_numpy()
-        if any(not np.array_equal(r["rows"], rows) for r in runs):
+        keys = (frame["Date"].astype(str) + " " + frame["Code"]).to_numpy()
+        if any(not np.array_equal(r["rows"], keys) for r in runs):
             raise SystemExit(f"{name}: window {window.index}'s scores are not on the baselines' stock-days")
         seconds += [float(r["seconds"]) for r in runs]
         epochs += [int(r["epochs"]) for r in runs]
+        rows.append(window.row() | {"epochs_run": max(int(r["epochs"]) for r in runs),
+                                    "seconds": sum(float(r["seconds"]) for r in runs)})  # fmt: skip
         day = torch.as_tensor(pd.factorize(frame["Date"])[0])
         present = torch.ones(len(frame), dtype=torch.bool)
         for k, h in enumerate(settings.features.horizons):
@@ -157,18 +196,28 @@ def lever_record(
             members = [day_ranks(torch.as_tensor(r["scores"][:, k], dtype=torch.float64), day, present) for r in runs]
             frame[f"pred_{h}d"] = torch.stack(members).mean(0).numpy()
         frames.append(frame)
-    stitched = pd.concat(frames, ignore_index=True)
+    return StitchedLever(stitch(frames), rows, used, seconds, epochs)
+
+
+def lever_record(
+    name: str, windows: list[BacktestWindow], settings: PipelineConfig, out: Path, seeds: int | None
+) -> dict[str, Any] | None:
+    """The lever's figures over ``windows``: its ensemble of the first ``seeds`` seeds (all it has when None), each
+    seed alone, and the baselines, all from :func:`atft.backtest.summarise_backtest`; None where a window is missing."""
+    lever = stitch_lever(name, windows, settings, out, seeds)
+    if lever is None:
+        return None
     horizons, portfolio = settings.features.horizons, settings.evaluation.portfolio
-    rows = [w.row() for w in windows]
-    summary = summarise_backtest(stitched, rows, horizons, portfolio, real_prices=True)
+    summary = summarise_backtest(lever.frame, lever.rows, horizons, portfolio, real_prices=True)
     single = []
-    for seed in range(FIRST_SEED, FIRST_SEED + used):
-        alone = stitched.assign(**{f"pred_{h}d": stitched[f"seed{seed}_{h}d"] for h in horizons})
-        single.append(summarise_backtest(alone, rows, horizons, portfolio, real_prices=True)["metrics"]["model"])
+    for seed in range(FIRST_SEED, FIRST_SEED + lever.seeds):
+        alone = lever.frame.assign(**{f"pred_{h}d": lever.frame[f"seed{seed}_{h}d"] for h in horizons})
+        single.append(summarise_backtest(alone, lever.rows, horizons, portfolio, real_prices=True)["metrics"]["model"])
     return {
         "lever": name,
-        "set": json.loads((out / name / "lever.json").read_text())["set"],
-        "seeds": used,
+        "control": "none",
+        **json.loads((out / name / "lever.json").read_text()),
+        "seeds": lever.seeds,
         "windows": [w.index for w in windows],
         "metrics": summary["metrics"],
         "wins_rank_ic_5d": summary["wins_rank_ic_5d"],
@@ -177,10 +226,48 @@ def lever_record(
             for source in ("model", "ridge", "lightgbm")
         },
         "single_seed_rank_ic_5d": [m["rank_ic_5d"] for m in single],
-        "seconds_per_model": float(np.mean(seconds)),
-        "epochs_per_model": float(np.mean(epochs)),
+        "seconds_per_model": float(np.mean(lever.seconds)),
+        "epochs_per_model": float(np.mean(lever.epochs)),
         "warnings": summary["warnings"],
     }
+
+
+def final_record(
+    name: str, apex: str | None, windows: list[BacktestWindow], settings: PipelineConfig, out: Path, config: str
+) -> dict[str, Any]:
+    """The walk-forward benchmark's record of the chosen lever (and of an APEX lever beside it, on the same
+    stock-days), summarised, charted and reported as ``bench_walkforward.py`` does, skill targets included; its
+    report, charts and figures are written under ``--out/final-<lever>/``."""
+    lever = stitch_lever(name, windows, settings, out, None)
+    if lever is None:
+        raise SystemExit(f"lever {name} lacks some of windows {windows[0].index}..{windows[-1].index}: run it first")
+    described = json.loads((out / name / "lever.json").read_text())
+    if described.get("control", "none") != "none":
+        raise SystemExit(f"lever {name} is a {described['control']}-label control: read it in the lever table")
+    horizons, frame = settings.features.horizons, lever.frame
+    if apex is not None:
+        other = stitch_lever(apex, windows, settings, out, None)
+        if other is None:
+            raise SystemExit(f"APEX lever {apex} lacks some of the windows: run it first")
+        for h in horizons:
+            frame[f"apex_{h}d"] = other.frame[f"pred_{h}d"]
+    members = [m for m in ENSEMBLE_MEMBERS if f"{SOURCES[m]}_{horizons[0]}d" in frame]
+    frame = add_rank_average(frame, members, horizons)
+    summary = summarise_backtest(frame, lever.rows, horizons, settings.evaluation.portfolio, real_prices=True)
+    summary["differences"] = rank_ic_differences(daily_signal(frame, horizons), horizons)
+    folder = out / f"final-{name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = f"lag{settings.features.execution_lag}"
+    overrides = described["set"] | {"model.ensemble": lever.seeds} | ({"apex": apex} if apex else {})
+    results = {
+        "config": config, "start": str(START), "end": str(END), "step": settings.retrain.step_days,
+        "epochs": overrides.get("train.epochs", settings.train.epochs), "warm_start": settings.train.warm_start,
+        "control": "none", "seconds": sum(lever.seconds), "set": overrides,
+        "lags": {tag: {"summary": summary, "charts": charts(frame, summary, settings, folder, tag)}},
+    }  # fmt: skip
+    (folder / "report.md").write_text(walkforward_report(results))
+    (folder / "summary.json").write_text(json.dumps(results, indent=2, default=str))
+    return results
 
 
 def _seed(path: Path) -> int:
@@ -200,11 +287,18 @@ def report(records: list[dict[str, Any]], half: str) -> str:
                          f"{m['turnover_5d']:.2f} | | | |")  # fmt: skip
     for r in records:
         m, n = r["metrics"]["model"], len(r["windows"])
-        settings = ", ".join(f"{k}={v}" for k, v in r["set"].items())
+        control = [f"labels {r['control']}"] if r["control"] != "none" else []
+        settings = ", ".join([f"{k}={v}" for k, v in r["set"].items()] + control)
         alone = ", ".join(f"{v:.4f}" for v in r["single_seed_rank_ic_5d"])
         lines.append(f"| {r['lever']} | {settings} | {r['seeds']} | {m['rank_ic_5d']:.4f} | {m['rank_icir_5d']:.3f} | "
                      f"{m['ls_sharpe_5d']:.2f} | {m['turnover_5d']:.2f} | {r['wins_rank_ic_5d']['model']['ridge']} of "
                      f"{n} | {alone} | {r['seconds_per_model']:.0f} |")  # fmt: skip
+    for r in (r for r in records if r["control"] == "shuffled"):
+        m = r["metrics"]["model"]
+        lines.append("")
+        lines.append(f"Shuffled-label control {r['lever']}: |stitched RankIC| below {SHUFFLED_RANK_IC}: " + ", ".join(
+            f"{h}d {abs(m[f'rank_ic_{h}d']):.4f} ({'pass' if abs(m[f'rank_ic_{h}d']) < SHUFFLED_RANK_IC else 'FAIL'})"
+            for h in REPORTED_HORIZONS))  # fmt: skip
     return "\n".join(lines)
 
 
@@ -215,14 +309,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3, help="models per window, seeds 7, 8, ... (default 3)")
     parser.add_argument("--half", choices=("earlier", "later", "all"), default="earlier",
                         help="windows to run or report; choose levers on the earlier half only")  # fmt: skip
+    parser.add_argument(
+        "--control",
+        choices=("none", "shuffled"),
+        default="none",
+        help="train the lever's models on labels shuffled within each day (an honesty control)",
+    )
     parser.add_argument("--report", action="store_true", help="print the table of every lever measured so far")
+    parser.add_argument(
+        "--final",
+        metavar="LEVER",
+        help="report LEVER's record as the walk-forward benchmark does, skill targets included",
+    )
+    parser.add_argument("--apex", metavar="LEVER", help="with --final: the APEX lever to report beside it")
     parser.add_argument("--config", default="deployments/sp500.yaml")
     parser.add_argument("--warehouse", help="override warehouse.path")
     parser.add_argument("--out", type=Path, default=Path("data/bench/levers"))
     parser.add_argument("--json", type=Path, help="also write the report's figures here")
     args = parser.parse_args(argv)
-    if not args.report and not args.lever:
-        parser.error("name a lever to run, or ask for --report")
+    if not (args.report or args.lever or args.final):
+        parser.error("name a lever to run, or ask for --report or --final")
+    if args.apex and not args.final:
+        parser.error("--apex goes with --final")
     if args.lever and not LEVER_NAME.match(args.lever):
         parser.error(f"a lever name is lowercase letters, digits, '.', '_' and '-'; got {args.lever!r}")
     if args.half != "earlier":
@@ -233,9 +341,16 @@ def main(argv: list[str] | None = None) -> int:
     replay = Protocol(settings)
     if args.lever:
         overrides = parse_overrides(args.set)
-        lever = load_config(args.config, {**base, **overrides})
-        run_lever(args.lever, overrides, lever, args.seeds, args.half, settings, replay, args.out)
+        if "model.ensemble" in overrides:
+            parser.error("a lever's seeds are its ensemble: give --seeds, not model.ensemble")
+        lever = load_config(args.config, {**base, **overrides, "model.ensemble": 1})  # one model per seed
+        run_lever(args.lever, overrides, lever, args.seeds, args.half, settings, replay, args.out, args.control)
     chosen = replay.windows(settings, args.half)
+    if args.final:
+        results = final_record(args.final, args.apex, chosen, settings, args.out, args.config)
+        print(walkforward_report(results))
+        finish(True, args.json, results)
+        return 0
     names = [args.lever] if args.lever and not args.report else sorted(
         p.name for p in args.out.iterdir() if (p / "lever.json").exists())  # fmt: skip
     records = [r for n in names if (r := lever_record(n, chosen, settings, args.out, None)) is not None]
