@@ -79,16 +79,23 @@ def test_drifted_features_fail_the_run_before_training_starts(market, monkeypatc
     assert "ContractViolation" in state.message and named in state.message
 
 
-def test_a_warm_retrain_fine_tunes_the_champion_and_records_where_it_started(market, small_market, read_artifacts):
-    tmp, _, _ = market
-    config = small_market(
+def _publishable(small_market, tmp, name: str, **sections):
+    """A small market whose retrains pass the gates (they test publication, not skill), with its own registry."""
+    return small_market(
         tmp,
-        "warm",
+        name,
         source={"seed": 6},
         retrain={"train_days": 60, "valid_days": 20},
         evaluation={"eval_days": 20, "gates": ["rank_ic_5d >= -1", "collapse_ratio_1d >= 0.0001"]},
-        train={"epochs": 2, "warm_start": "champion", "warm_start_epochs": 1},
-        registry={"path": str(tmp / "warm-registry")},
+        registry={"path": str(tmp / f"{name}-registry")},
+        **sections,
+    )
+
+
+def test_a_warm_retrain_fine_tunes_the_champion_and_records_where_it_started(market, small_market, read_artifacts):
+    tmp, _, _ = market
+    config = _publishable(
+        small_market, tmp, "warm", train={"epochs": 2, "warm_start": "champion", "warm_start_epochs": 1}
     )
     cold = rolling_retrain(config=config, as_of=AS_OF, return_state=True)
     assert cold.name == "Published", cold.message
@@ -108,15 +115,7 @@ def test_a_warm_retrain_fine_tunes_the_champion_and_records_where_it_started(mar
 
 def test_a_seed_ensemble_is_trained_published_and_scored_as_one_model(market, small_market, read_artifacts):
     tmp, _, _ = market
-    config = small_market(
-        tmp,
-        "ensemble",
-        source={"seed": 6},
-        retrain={"train_days": 60, "valid_days": 20},
-        evaluation={"eval_days": 20, "gates": ["rank_ic_5d >= -1", "collapse_ratio_1d >= 0.0001"]},
-        model={"ensemble": 2},
-        registry={"path": str(tmp / "ensemble-registry")},
-    )
+    config = _publishable(small_market, tmp, "ensemble", model={"ensemble": 2})
     state = rolling_retrain(config=config, as_of=AS_OF, return_state=True)
     assert state.name == "Published", state.message
     record = Registry(tmp / "ensemble-registry").show(state.result()["version"])
