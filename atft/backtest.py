@@ -29,7 +29,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
-from torch import Tensor
+from torch import Tensor, nn
 
 from atft.baselines import (
     csz_columns,
@@ -47,7 +47,7 @@ from atft.data.dataset import DayDataset, day_loader, history_days
 from atft.evaluation import predictions_frame
 from atft.metrics import daily_ic, daily_rank_ic, evaluate_predictions, summarise
 from atft.threads import govern
-from atft.training.session import TrainingData, prepare_data, train_model
+from atft.training.session import TrainingData, initial_model, prepare_data, train_model
 from atft.training.trainer import EpochRecord, TrainResult, predict, select_device
 from atft.training.warm_start import COLD, WarmStart
 from atft.windows import RetrainWindows, retrain_windows
@@ -271,10 +271,24 @@ def _train_and_predict(
 ) -> tuple[np.ndarray, TrainResult]:
     with TORCH_LOCK:
         model, result = train_model(config, manifest, data.training, on_epoch, start)
-        dataset = DayDataset(data.arrays, data.days, config.model.lookback, config.model.graph)
-        loader = day_loader(dataset, config.train.days_per_batch, shuffle=False)
-        pred, _, _ = predict(model, loader, select_device(config.train.device))
-    return pred, result
+        return _predict_oos(model, data, config), result
+
+
+def untrained_predict(data: WindowData, manifest: FeatureManifest, config: PipelineConfig) -> np.ndarray:
+    """Dense [days, stocks, H] scores of the window's OOS days by the model exactly as a cold retrain of ``config``
+    would begin to fit it (its seed's initial weights, the input scaling of its training days), never fitted.
+
+    The floor of the honesty controls: these scores have never seen a label, so their RankIC is what a network's
+    random tilt on its inputs earns by chance (see :mod:`atft.controls`)."""
+    with TORCH_LOCK:
+        return _predict_oos(initial_model(config, manifest, data.training), data, config)
+
+
+def _predict_oos(model: nn.Module, data: WindowData, config: PipelineConfig) -> np.ndarray:
+    dataset = DayDataset(data.arrays, data.days, config.model.lookback, config.model.graph)
+    loader = day_loader(dataset, config.train.days_per_batch, shuffle=False)
+    pred, _, _ = predict(model, loader, select_device(config.train.device))
+    return pred
 
 
 def add_rank_average(frame: pd.DataFrame, members: Sequence[str], horizons: Sequence[int]) -> pd.DataFrame:

@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/bench_levers.py rank-gauss --set train.epochs=1 loss.label=rank_gauss --seeds 3
     .venv/bin/python benchmarks/bench_levers.py --report                      # the table of every lever so far
     .venv/bin/python benchmarks/bench_levers.py shuffled --set train.epochs=1 --seeds 1 --half all --control shuffled
+    .venv/bin/python benchmarks/bench_levers.py untrained --seeds 10 --half all --control untrained   # the floor
     .venv/bin/python benchmarks/bench_levers.py --final one-epoch --apex apex --half all    # the chosen lever's record
 
 The protocol is the walk-forward benchmark's (``bench_walkforward.py``): ``deployments/sp500.yaml``, as-of dates
@@ -24,7 +25,10 @@ figures.
 ``--final`` reports one lever over ``--half`` as the walk-forward benchmark reports a replay (the same tables,
 halves, bootstrap intervals, charts and skill targets), with an APEX lever beside it on the same stock-days, under
 ``--out/final-<lever>/``. ``--control shuffled`` trains a lever on labels permuted within each day: the honesty
-control, read in the lever table against its bound.
+control, read in the lever table against its fixed bound and against the untrained floor. ``--control untrained``
+is that floor: each seed's network as a cold retrain would begin to fit it, never fitted (seconds per window, so
+ten seeds are cheap). Its seeds' spread is also the noise band of the lever table: levers a few of these spreads
+apart on the earlier half are not told apart by it (see :mod:`atft.controls`).
 """
 
 from __future__ import annotations
@@ -60,9 +64,10 @@ from atft.backtest import (
     score_baselines,
     stitch,
     summarise_backtest,
+    untrained_predict,
 )
 from atft.config import PipelineConfig, load_config
-from atft.controls import SHUFFLED_RANK_IC, shuffle_labels
+from atft.controls import UntrainedFloor, shuffle_labels, shuffled_verdict
 from atft.evaluation import predictions_frame
 from atft.features.build import build_features
 from atft.ingest import ingest
@@ -105,7 +110,8 @@ def run_lever(
     ``lever``) in ``half``, and every missing window's baselines (fitted on the windows of ``settings``).
 
     ``control="shuffled"`` trains the lever's models on labels permuted within each day (as
-    ``bench_walkforward.py --control shuffled``); the baselines stay fitted on the real labels."""
+    ``bench_walkforward.py --control shuffled``); the baselines stay fitted on the real labels. ``"untrained"``
+    keeps each seed's model as training would begin it, unfitted: the floor of the controls."""
     if any(key.split(".")[0] in ("source", "features", "warehouse", "calendar") for key in overrides):
         raise SystemExit(f"lever {name}: {sorted(overrides)} would change the feature table; give it its own --config")
     if lever.retrain.step_days != settings.retrain.step_days:
@@ -114,12 +120,14 @@ def run_lever(
     (out / name).mkdir(parents=True, exist_ok=True)
     (out / name / "lever.json").write_text(json.dumps({"set": overrides, "control": control}, default=str))
     began = time.perf_counter()
-    windows = protocol.windows(lever, half)
-    for done, (window, base) in enumerate(zip(windows, protocol.windows(settings, half), strict=True), start=1):
-        todo = [s for s in range(FIRST_SEED, FIRST_SEED + seeds) if not _scores_path(out, name, window, s).exists()]
-        baselines = out / "baselines" / f"window-{window.index:03d}.parquet"
-        if not todo and baselines.exists():
-            continue
+    pending = [
+        (window, base)
+        for window, base in zip(protocol.windows(lever, half), protocol.windows(settings, half), strict=True)
+        if _missing_seeds(out, name, window, seeds) or not _baselines_path(out, window).exists()
+    ]  # the ETA counts these only: windows kept from an earlier run cost nothing
+    for done, (window, base) in enumerate(pending, start=1):
+        todo = _missing_seeds(out, name, window, seeds)
+        baselines = _baselines_path(out, window)
         with duckdb.connect(str(settings.warehouse.path), read_only=True) as con:
             data = load_window(con, manifest, lever, window)
         if not baselines.exists():
@@ -133,23 +141,35 @@ def run_lever(
         for seed in todo:
             tick = time.perf_counter()
             seeded = lever.model_copy(update={"train": lever.train.model_copy(update={"seed": seed})})
-            pred, result = _train_and_predict(data, manifest, seeded, None)
+            if control == "untrained":
+                pred, epochs, best_epoch = untrained_predict(data, manifest, seeded), 0, 0
+            else:
+                pred, result = _train_and_predict(data, manifest, seeded, None)
+                epochs, best_epoch = len(result.history), result.best_epoch
             frame = predictions_frame(data.arrays, data.days, pred)
             np.savez(
                 _scores_path(out, name, window, seed),
                 scores=frame[[f"pred_{h}d" for h in data.arrays.horizons]].to_numpy(),
                 rows=(frame["Date"].astype(str) + " " + frame["Code"]).to_numpy(dtype=str),  # not objects: no pickle
                 seconds=time.perf_counter() - tick,
-                epochs=len(result.history),
-                best_epoch=result.best_epoch,
+                epochs=epochs,
+                best_epoch=best_epoch,
             )
-        eta = (time.perf_counter() - began) / done * (len(windows) - done)
+        eta = (time.perf_counter() - began) / done * (len(pending) - done)
         print(f"  {name}: window {window.index} (as-of {window.as_of}) done, ETA {eta / 60:.0f} min", file=sys.stderr,
               flush=True)  # fmt: skip
 
 
 def _scores_path(out: Path, name: str, window: BacktestWindow, seed: int) -> Path:
     return out / name / f"window-{window.index:03d}-seed-{seed}.npz"
+
+
+def _baselines_path(out: Path, window: BacktestWindow) -> Path:
+    return out / "baselines" / f"window-{window.index:03d}.parquet"
+
+
+def _missing_seeds(out: Path, name: str, window: BacktestWindow, seeds: int) -> list[int]:
+    return [s for s in range(FIRST_SEED, FIRST_SEED + seeds) if not _scores_path(out, name, window, s).exists()]
 
 
 @dataclass
@@ -172,7 +192,7 @@ def stitch_lever(
     window, or a seed of one, is missing."""
     frames, rows, seconds, epochs, used = [], [], [], [], None
     for window in windows:
-        baselines = out / "baselines" / f"window-{window.index:03d}.parquet"
+        baselines = _baselines_path(out, window)
         paths = sorted((out / name).glob(f"window-{window.index:03d}-seed-*.npz"), key=_seed)
         if seeds is not None:
             paths = [p for p in paths if _seed(p) < FIRST_SEED + seeds]
@@ -225,7 +245,7 @@ def lever_record(
             source: [row.get(f"{source}_rank_ic_5d") for row in summary["windows"]]
             for source in ("model", "ridge", "lightgbm")
         },
-        "single_seed_rank_ic_5d": [m["rank_ic_5d"] for m in single],
+        "single_seed_rank_ic": {f"{h}d": [m[f"rank_ic_{h}d"] for m in single] for h in REPORTED_HORIZONS},
         "seconds_per_model": float(np.mean(lever.seconds)),
         "epochs_per_model": float(np.mean(lever.epochs)),
         "warnings": summary["warnings"],
@@ -287,19 +307,32 @@ def report(records: list[dict[str, Any]], half: str) -> str:
                          f"{m['turnover_5d']:.2f} | | | |")  # fmt: skip
     for r in records:
         m, n = r["metrics"]["model"], len(r["windows"])
-        control = [f"labels {r['control']}"] if r["control"] != "none" else []
+        control = {"none": [], "shuffled": ["labels shuffled"], "untrained": ["never trained"]}[r["control"]]
         settings = ", ".join([f"{k}={v}" for k, v in r["set"].items()] + control)
-        alone = ", ".join(f"{v:.4f}" for v in r["single_seed_rank_ic_5d"])
+        alone = ", ".join(f"{v:.4f}" for v in r["single_seed_rank_ic"]["5d"])
         lines.append(f"| {r['lever']} | {settings} | {r['seeds']} | {m['rank_ic_5d']:.4f} | {m['rank_icir_5d']:.3f} | "
                      f"{m['ls_sharpe_5d']:.2f} | {m['turnover_5d']:.2f} | {r['wins_rank_ic_5d']['model']['ridge']} of "
                      f"{n} | {alone} | {r['seconds_per_model']:.0f} |")  # fmt: skip
+    floors = untrained_floors(records)
+    for h, floor in floors.items():
+        lines += ["", f"Untrained floor, {h}: {len(floor.rank_ics)} networks that never saw a label, each seed's "
+                  f"stitched RankIC spread {floor.spread:.4f} about zero: one seed of a lever, or of a control, is "
+                  "one draw of skill plus this much chance"]  # fmt: skip
     for r in (r for r in records if r["control"] == "shuffled"):
-        m = r["metrics"]["model"]
-        lines.append("")
-        lines.append(f"Shuffled-label control {r['lever']}: |stitched RankIC| below {SHUFFLED_RANK_IC}: " + ", ".join(
-            f"{h}d {abs(m[f'rank_ic_{h}d']):.4f} ({'pass' if abs(m[f'rank_ic_{h}d']) < SHUFFLED_RANK_IC else 'FAIL'})"
-            for h in REPORTED_HORIZONS))  # fmt: skip
+        lines += ["", f"Shuffled-label control {r['lever']}, each seed alone:"]
+        for h in REPORTED_HORIZONS:
+            for seed, value in enumerate(r["single_seed_rank_ic"][f"{h}d"], start=FIRST_SEED):
+                lines.append(f"- seed {seed}, {shuffled_verdict(value, h, floors.get(f'{h}d'))}")
     return "\n".join(lines)
+
+
+def untrained_floors(records: list[dict[str, Any]]) -> dict[str, UntrainedFloor]:
+    """Per reported horizon, the floor of the untrained record with the most seeds (none when there is none)."""
+    untrained = [r for r in records if r["control"] == "untrained"]
+    if not untrained:
+        return {}
+    widest = max(untrained, key=lambda r: r["seeds"])
+    return {f"{h}d": UntrainedFloor(tuple(widest["single_seed_rank_ic"][f"{h}d"])) for h in REPORTED_HORIZONS}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,9 +344,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="windows to run or report; choose levers on the earlier half only")  # fmt: skip
     parser.add_argument(
         "--control",
-        choices=("none", "shuffled"),
+        choices=("none", "shuffled", "untrained"),
         default="none",
-        help="train the lever's models on labels shuffled within each day (an honesty control)",
+        help="train the lever's models on labels shuffled within each day, or not at all (honesty controls)",
     )
     parser.add_argument("--report", action="store_true", help="print the table of every lever measured so far")
     parser.add_argument(

@@ -111,24 +111,35 @@ def train_model(
     fits its members one after another, member ``i`` from seed ``train.seed + i`` (see :func:`fit_members`).
     """
     horizons = data.arrays.horizons
-    model = build_model(config.model, manifest.width, horizons, manifest.sha256)
+    model = initial_model(config, manifest, data, start)
     train = start.train_settings(config.train)
     members = list(model.members) if isinstance(model, SeedEnsemble) else [model]
-    if start.state_dict is not None:
-        model.load_state_dict(start.state_dict, strict=True)
-    else:
-        # Each member initialised from its own seed: member 0 of an ensemble is the single model of the same seed.
-        for i, member in enumerate(members):
-            seed_everything(train.seed + i)
-            member.load_state_dict(build_model(member.config, manifest.width, horizons, manifest.sha256).state_dict())
-    # After the weights: a version's input scaling is always fitted on its own training days.
-    model.set_input_scaling(*fit_input_scaling(data.arrays, data.train_days))
     results = fit_members(members, data, RankingLoss(config.loss, horizons), train, horizons, on_epoch)
     for member, result in zip(members, results, strict=True):
         member.load_state_dict(result.state_dict)
     result = results[0] if len(results) == 1 else ensemble_result(model, results, data, train, horizons)
     result.warm_start = start.describe()
     return model.cpu(), result
+
+
+def initial_model(
+    config: PipelineConfig, manifest: FeatureManifest, data: TrainingData, start: WarmStart = COLD
+) -> ContractModel:
+    """The model as :func:`train_model` begins to fit it: the ``start``'s weights, or each member's from its own
+    seed, and the input scaling fitted on ``data``'s training days. Its labels are never read."""
+    horizons = data.arrays.horizons
+    model = build_model(config.model, manifest.width, horizons, manifest.sha256)
+    if start.state_dict is not None:
+        model.load_state_dict(start.state_dict, strict=True)
+    else:
+        # Each member initialised from its own seed: member 0 of an ensemble is the single model of the same seed.
+        members = list(model.members) if isinstance(model, SeedEnsemble) else [model]
+        for i, member in enumerate(members):
+            seed_everything(config.train.seed + i)
+            member.load_state_dict(build_model(member.config, manifest.width, horizons, manifest.sha256).state_dict())
+    # After the weights: a version's input scaling is always fitted on its own training days.
+    model.set_input_scaling(*fit_input_scaling(data.arrays, data.train_days))
+    return model
 
 
 def fit_members(

@@ -1,4 +1,5 @@
-"""Honesty controls: shuffled labels leave nothing to learn, a planted leak is loud, and the alarm names leakage."""
+"""Honesty controls: shuffled labels leave nothing to learn, a planted leak is loud, the alarm names leakage, and a
+control is read against the floor of networks that never saw a label."""
 
 from __future__ import annotations
 
@@ -6,9 +7,19 @@ import copy
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from atft.baselines import ridge_scores
-from atft.controls import LEAKAGE_RANK_IC, leakage_warnings, plant_leak, shuffle_labels
+from atft.controls import (
+    FLOOR_SEEDS,
+    LEAKAGE_RANK_IC,
+    SHUFFLED_RANK_IC,
+    UntrainedFloor,
+    leakage_warnings,
+    plant_leak,
+    shuffle_labels,
+    shuffled_verdict,
+)
 from atft.data.arrays import FeatureArrays, StoredCube
 from atft.metrics import daily_rank_ic
 from schemas.manifest import CSZSettings, FeatureColumn, FeatureManifest
@@ -96,3 +107,18 @@ def test_a_planted_leak_is_the_label_itself_and_the_alarm_goes_off():
     (warning,) = leakage_warnings(metrics, HORIZONS)
     assert warning.startswith(f"WARNING: model has a stitched 5d RankIC of {rank_ic:.4f}, above 0.1")
     assert "leakage" in warning
+
+
+def test_the_untrained_floor_is_spread_about_zero_and_reads_a_control_against_it():
+    floor = UntrainedFloor((0.03, -0.04, 0.0, -0.03, 0.04))
+    assert floor.spread == pytest.approx(np.sqrt((0.03**2 * 2 + 0.04**2 * 2) / 5))  # about zero, not the mean
+    chance = shuffled_verdict(-0.0124, 5, floor)
+    assert chance.startswith(f"5d RankIC -0.0124: fixed bound |RankIC| < {SHUFFLED_RANK_IC} FAIL")
+    assert f"z {-0.0124 / floor.spread:+.1f}, within it: no sign of a leak" in chance
+    assert "ABOVE it: a path from the evaluated labels" in shuffled_verdict(0.12, 5, floor)
+    assert "BELOW it: worse than chance" in shuffled_verdict(-0.12, 5, floor)
+    assert shuffled_verdict(0.001, 1, floor).startswith("1d RankIC +0.0010: fixed bound |RankIC| < 0.005 pass")
+    # Too few untrained networks to tell a spread: the floor is not read, and the line says why.
+    few = shuffled_verdict(0.02, 5, UntrainedFloor((0.01, -0.02)))
+    assert few.endswith(f"untrained floor: 2 seeds, {FLOOR_SEEDS} needed to read it")
+    assert shuffled_verdict(0.02, 5, None).endswith(f"0 seeds, {FLOOR_SEEDS} needed to read it")

@@ -20,10 +20,11 @@ from safetensors.torch import load_file
 
 import flows.features as features_flow
 import flows.ingest as ingest_flow
-from atft.backtest import load_window, plan_backtest
+from atft.backtest import load_window, plan_backtest, untrained_predict
 from atft.baselines import csz_columns, fit_ridge
 from atft.config import load_config
 from atft.metrics import evaluate_predictions
+from atft.training.session import initial_model
 from flows.backtest import backtest
 from schemas.manifest import FeatureManifest
 
@@ -210,6 +211,27 @@ def test_no_training_label_reaches_past_its_as_of_date(market):
             assert np.array_equal(weights, fit_ridge(data.arrays, data.train_days, columns, 5))
             data.arrays.targets[last - 5] = 1e6
             assert not np.array_equal(weights, fit_ridge(data.arrays, data.train_days, columns, 5))
+
+
+def test_the_untrained_floor_starts_where_training_starts_and_never_reads_a_label(market):
+    config, manifest, dates = market
+    settings = load_config(config)
+    window = plan_backtest(dates, START, END, STEP, settings, max(c.lookback for c in manifest.features))[0]
+    with duckdb.connect(str(settings.warehouse.path), read_only=True) as con:
+        data = load_window(con, manifest, settings, window)
+    floor = untrained_predict(data, manifest, settings)
+    assert floor.shape == (len(data.days), len(data.arrays.codes), len(HORIZONS)) and np.isfinite(floor).all()
+    # Member 0 of an ensemble starts as the single model of its seed; member 1 is seed + 1's.
+    pair = settings.model_copy(update={"model": settings.model.model_copy(update={"ensemble": 2})})
+    members = initial_model(pair, manifest, data.training).members
+    single = initial_model(settings, manifest, data.training).state_dict()
+    assert all(torch.equal(single[k], v) for k, v in members[0].state_dict().items())
+    assert not all(torch.equal(single[k], v) for k, v in members[1].state_dict().items())
+    # Every label of the window, training and out-of-sample, replaced: the floor's scores do not move.
+    for arrays in (data.training.arrays, data.arrays):
+        arrays.targets[:] = np.nan
+        arrays.forward_returns[:] = 1e6
+    assert np.array_equal(floor, untrained_predict(data, manifest, settings))
 
 
 def test_a_too_short_history_fails_naming_what_is_needed(market):
