@@ -16,17 +16,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-CANONICAL_QUOTE_COLUMNS: tuple[str, ...] = (
-    "Code",
-    "Date",
-    "Open",
-    "High",
-    "Low",
-    "Close",
-    "Volume",
-    "TurnoverValue",
-    "AdjustmentFactor",
-)
+from schemas.columns import CANONICAL_QUOTE_COLUMNS
+
 REQUIRED_QUOTE_COLUMNS: tuple[str, ...] = CANONICAL_QUOTE_COLUMNS[:7]
 # listed_info columns a listings file may map; ValidFrom and ValidTo are not in files (see ListingsFileConfig).
 LISTING_FILE_COLUMNS: tuple[str, ...] = ("Code", "CompanyName", "Sector17Code", "Sector33Code", "MarketCode")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from atft.config import CANONICAL_QUOTE_COLUMNS
+from schemas.columns import CANONICAL_QUOTE_COLUMNS
 from schemas.raw_quotes import REJECTED_COLUMNS
 
 PRICE_JUMP_COLUMNS: tuple[str, ...] = ("Open", "Close")  # High and Low spike for real, e.g. in a flash crash

@@ -21,9 +21,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from atft.config import CANONICAL_QUOTE_COLUMNS, WarehouseConfig
+from atft.config import WarehouseConfig
 from atft.sources.base import LISTED_INFO_COLUMNS, ORACLE_COLUMNS
 from atft.warehouse_lock import DEFAULT_TIMEOUT_S, WarehouseLock
+from schemas.columns import CANONICAL_QUOTE_COLUMNS
 
 _QUOTE_COLUMNS_DDL = "Code VARCHAR NOT NULL, Date DATE NOT NULL, " + ", ".join(
     f"{c} DOUBLE" for c in CANONICAL_QUOTE_COLUMNS[2:]

@@ -18,7 +18,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
-from atft.config import CANONICAL_QUOTE_COLUMNS
+from schemas.columns import CANONICAL_QUOTE_COLUMNS
 from schemas.naming import diff_columns
 
 PRICE_COLUMNS: tuple[str, ...] = ("Open", "High", "Low", "Close")

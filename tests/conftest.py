@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from atft.calendar import TradingCalendar
-from atft.config import CANONICAL_QUOTE_COLUMNS
+from schemas.columns import CANONICAL_QUOTE_COLUMNS
 
 # One valid J-Quants-shaped row on an XTKS session; tests override single values.
 BASE_QUOTE = {

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import pandas as pd
 
-from atft.config import CANONICAL_QUOTE_COLUMNS
+from schemas.columns import CANONICAL_QUOTE_COLUMNS
 
 LISTED_INFO_COLUMNS: tuple[str, ...] = (
     "Code",

@@ -24,8 +24,9 @@ import httpx
 import pandas as pd
 
 from atft.calendar import TradingCalendar
-from atft.config import CANONICAL_QUOTE_COLUMNS, JQuantsSourceConfig
+from atft.config import JQuantsSourceConfig
 from atft.sources.base import LISTED_INFO_COLUMNS, QuoteChunk, SourceError, TransientSourceError
+from schemas.columns import CANONICAL_QUOTE_COLUMNS
 
 log = logging.getLogger(__name__)
 

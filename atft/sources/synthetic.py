@@ -42,8 +42,9 @@ import numpy as np
 import pandas as pd
 
 from atft.calendar import TradingCalendar
-from atft.config import CANONICAL_QUOTE_COLUMNS, SyntheticSourceConfig
+from atft.config import SyntheticSourceConfig
 from atft.sources.base import LISTED_INFO_COLUMNS, ORACLE_COLUMNS, QuoteChunk
+from schemas.columns import CANONICAL_QUOTE_COLUMNS
 
 # TSE 33-industry code -> TOPIX-17 sector code.
 SECTOR33_TO_17: dict[str, str] = {

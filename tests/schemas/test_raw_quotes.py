@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from atft.calendar import TradingCalendar
-from atft.config import CANONICAL_QUOTE_COLUMNS
+from schemas.columns import CANONICAL_QUOTE_COLUMNS
 from schemas.raw_quotes import REJECTED_COLUMNS, StructuralError, raw_quotes_schema, validate_quotes
 
 CANONICAL = list(CANONICAL_QUOTE_COLUMNS)

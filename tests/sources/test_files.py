@@ -10,9 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from atft.calendar import TradingCalendar
-from atft.config import CANONICAL_QUOTE_COLUMNS, FilesSourceConfig
+from atft.config import FilesSourceConfig
 from atft.sources.base import SourceError
 from atft.sources.files import FilesSource
+from schemas.columns import CANONICAL_QUOTE_COLUMNS
 from schemas.raw_quotes import StructuralError, raw_quotes_schema, validate_quotes
 
 MAPPING = {

@@ -21,9 +21,10 @@ import pandas as pd
 import pytest
 
 from atft.calendar import TradingCalendar
-from atft.config import CANONICAL_QUOTE_COLUMNS, JQuantsSourceConfig
+from atft.config import JQuantsSourceConfig
 from atft.sources.base import LISTED_INFO_COLUMNS, SourceError, TransientSourceError
 from atft.sources.jquants import JQuantsClient, JQuantsCredentials, JQuantsSource
+from schemas.columns import CANONICAL_QUOTE_COLUMNS
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "jquants"
 # Distinctive values, so that a leak anywhere is found by a plain substring search.

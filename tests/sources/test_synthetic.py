@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 
 from atft.calendar import TradingCalendar
-from atft.config import CANONICAL_QUOTE_COLUMNS, SyntheticSourceConfig
+from atft.config import SyntheticSourceConfig
 from atft.sources.base import LISTED_INFO_COLUMNS, ORACLE_COLUMNS
 from atft.sources.synthetic import SECTOR33_TO_17, SyntheticSource
+from schemas.columns import CANONICAL_QUOTE_COLUMNS
 
 START, END = date(2023, 1, 4), date(2024, 3, 29)  # spans the 2024 New Year holidays
 # Rare events made frequent enough that a 60-stock market shows each of them.

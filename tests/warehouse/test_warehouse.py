@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 import atft.warehouse
-from atft.config import CANONICAL_QUOTE_COLUMNS
 from atft.sources.base import LISTED_INFO_COLUMNS, ORACLE_COLUMNS
 from atft.warehouse import DATA_TABLES, MergeCounts, Warehouse, WarehouseError
+from schemas.columns import CANONICAL_QUOTE_COLUMNS
 
 
 @pytest.fixture
