@@ -23,6 +23,7 @@ from atft.config import load_config
 from atft.features.build import FeatureBuild, still_current
 from atft.features.build import build_features as run_feature_build
 from atft.features.catalogue import FEATURE_CODE_VERSION
+from atft.features.store import history_fingerprint
 from atft.warehouse import Warehouse
 from flows.cli import run_flow
 from flows.naming import named_by_config
@@ -34,15 +35,16 @@ def _artifact_key(config: str, suffix: str) -> str:
 
 
 def feature_cache_key(_: TaskRunContext, parameters: dict[str, Any]) -> str | None:
-    """The raw quotes the build reads (a content hash through ``as_of``), the feature code version and settings, and
-    the warehouse: the same inputs give the same table, so a re-run is served from the cache."""
+    """The history the build reads (the library's fingerprint of the quotes through ``as_of`` and of the listings),
+    the feature code version and settings, and the warehouse: the same inputs give the same table, so a re-run is
+    served from the cache."""
     settings = load_config(parameters["config"])
     path = Path(parameters["warehouse"] or settings.warehouse.path)
     if not path.exists():
         return None
     with Warehouse.of(settings.warehouse, path, read_only=True) as wh:
-        raw = wh.fingerprint("raw_quotes", through=parameters["as_of"])
-    inputs = [raw, FEATURE_CODE_VERSION, settings.features.model_dump_json(), str(path.resolve())]
+        history = history_fingerprint(wh, parameters["as_of"])
+    inputs = [history, FEATURE_CODE_VERSION, settings.features.model_dump_json(), str(path.resolve())]
     return hashlib.sha256(json.dumps(inputs, default=str).encode()).hexdigest()
 
 

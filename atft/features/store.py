@@ -50,8 +50,9 @@ def build_state(con: duckdb.DuckDBPyConnection, table: str) -> BuildState | None
     return BuildState(*found[0]) if found else None
 
 
-def history_fingerprint(wh: Warehouse, through: date) -> str:
-    """What a build read: raw quotes up to ``through`` and the listing history (sectors)."""
+def history_fingerprint(wh: Warehouse, through: date | None) -> str:
+    """What a build reads: raw quotes up to ``through`` (all of them when None) and the listing history (sectors).
+    Both a build's staleness check and the flow's cache key come from here, so they cannot disagree."""
     return f"{wh.fingerprint('raw_quotes', through=through)}:{wh.fingerprint('listed_info')}"
 
 

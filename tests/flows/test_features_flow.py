@@ -71,6 +71,30 @@ def test_a_rerun_on_the_same_raw_data_is_served_from_the_cache(tmp_path, monkeyp
     assert rebuilt["table"] == first["table"] and rebuilt["mode"] == "full"
 
 
+def test_a_listings_change_is_not_served_a_stale_cached_build(tmp_path, monkeypatch):
+    config = market_config(tmp_path, "listings")
+    first = features_flow.build_features(config=config)
+    with Warehouse(tmp_path / "listings.duckdb") as wh:
+        (code, sector) = wh.con.execute("SELECT Code, Sector17Code FROM listed_info ORDER BY Code LIMIT 1").fetchone()
+        moved = next(
+            s for (s,) in wh.con.execute("SELECT DISTINCT Sector17Code FROM listed_info").fetchall() if s != sector
+        )
+        wh.con.execute("UPDATE listed_info SET Sector17Code = ? WHERE Code = ?", [moved, code])
+    builds = []
+    real_build = features_flow.run_feature_build
+
+    def counted(*args, **kwargs):
+        builds.append(args)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(features_flow, "run_feature_build", counted)
+    # The quotes did not change, the sectors did: the features read both, so the table is built again.
+    rebuilt = features_flow.build_features(config=config)
+    assert len(builds) == 1 and rebuilt["table"] == first["table"] and rebuilt["mode"] == "full"
+    # And the rebuilt table is what a re-run is then served.
+    assert features_flow.build_features(config=config) == rebuilt and len(builds) == 1
+
+
 def test_a_validation_failure_fails_the_run_with_the_report_and_writes_nothing(tmp_path, artifact):
     # A NaN bound of 0 cannot hold for features whose windows reach across halts and listings.
     config = market_config(tmp_path, "strict", max_nan_fraction=0.0)
