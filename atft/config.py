@@ -260,8 +260,8 @@ class ModelConfig(_Strict):
     # Members of a seed ensemble: copies of the model trained from seeds train.seed, train.seed + 1, ..., scored as
     # the mean of their per-day ranks (atft.models.ensemble). 1 is a single model.
     ensemble: int = Field(1, ge=1)
-    # Sessions per input window, the day itself last. 10 rather than 20: with the day-context FiLM, a regime-dominant
-    # market's held-out 5d RankIC was 0.223 at 10 and 0.210 at 20, and an epoch takes half the time.
+    # Sessions per input window, the day itself last. 10 rather than 20: with the day-context FiLM the longer window
+    # did not rank better, and an epoch takes half the time (benchmarks/README.md).
     lookback: int = Field(10, ge=2)
     # Scaled inputs are clipped to +-this many training stds; None leaves them as they are. Raw price and volume
     # features of real stocks reach hundreds of stds on a glitch or a crash, which the CS-Z columns (clipped at
@@ -303,8 +303,8 @@ class TrainConfig(_Strict):
     epochs: int = Field(8, ge=1)
     days_per_batch: int = Field(4, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
-    # AdamW's own default. With the day-context summary, 1e-4 overfit the few hundred training days' contexts:
-    # demo market held-out 5d RankIC 0.312 at 1e-4, 0.317 at 1e-2.
+    # AdamW's own default. With the day-context summary, 1e-4 overfit the few hundred training days' contexts
+    # (benchmarks/README.md).
     weight_decay: float = Field(1e-2, ge=0)
     warmup_fraction: float = Field(0.1, ge=0, lt=1)  # of all steps, then cosine decay
     grad_clip: float = Field(1.0, gt=0)
@@ -359,7 +359,7 @@ class EvaluationConfig(_Strict):
     # tests have no room for them); the demo and S&P configs list both.
     baselines: list[Literal["ridge", "lightgbm"]] = []
     # 0: the challenger must be at least as good as each baseline. A positive margin would sit inside the noise of a
-    # 60-day mean RankIC (about 0.01 on real prices) and reject models that are as good at random.
+    # 60-day mean RankIC on real prices and reject models that are as good at random.
     baseline_margin: float = Field(0.0, ge=0)
     portfolio: PortfolioConfig = PortfolioConfig()
 

@@ -3,14 +3,13 @@ stock graph -> gated fusion -> one score per horizon.
 
 FAN's removed (non-stationary) part is not thrown away: FAN itself predicts it on a separate branch, and for a ranker
 it carries today's level, which is what ranks stocks. Here the variable selection network sees the FAN residual and
-a linear embedding of the removed part is added at every step. On the trainer test's planted today-level problem
-the residual alone reached a train RankIC of 0.14; with the removed part added back, 0.71 (no FAN at all: 0.58).
+a linear embedding of the removed part is added at every step: without it, a problem whose signal is today's
+level is lost to the residual.
 
-The day-context FiLM lets every step's embedding depend on that step's cross-section (see ``day_context``). On a
-regime-dominant market (strength 2, mix 0.3/0.3/0.3/1.5, lookback 10) it took the held-out 5-day RankIC from 0.193
-to 0.223 (0.66 to 0.76 x oracle); applied to the final state only, 0.205. Reading the inputs' cross-sectional means
-as well as the embeddings' took the demo market from 0.79 to 0.82 x oracle (with weight decay 1e-2). Scores
-therefore depend on the day's other stocks: batches hold whole days.
+The day-context FiLM lets every step's embedding depend on that step's cross-section (see ``day_context``), at every
+step rather than on the final state only, and it reads the inputs' cross-sectional means as well as the
+embeddings'. Scores therefore depend on the day's other stocks: batches hold whole days. The measurements behind
+these choices are in benchmarks/README.md ("Design measurements behind the model's defaults").
 """
 
 from __future__ import annotations
