@@ -29,7 +29,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
-from torch import Tensor, nn
+from torch import Tensor
 
 from atft.baselines import (
     csz_columns,
@@ -43,12 +43,14 @@ from atft.baselines import (
 from atft.config import PipelineConfig, PortfolioConfig
 from atft.controls import leakage_warnings
 from atft.data.arrays import FeatureArrays, load_arrays
-from atft.data.dataset import DayDataset, day_loader, history_days
+from atft.data.dataset import history_days
 from atft.evaluation import predictions_frame
 from atft.metrics import daily_ic, daily_rank_ic, evaluate_predictions, summarise
+from atft.models import ContractModel
+from atft.prediction import predict_days
 from atft.threads import govern
 from atft.training.session import TrainingData, initial_model, prepare_data, train_model
-from atft.training.trainer import EpochRecord, TrainResult, predict, select_device
+from atft.training.trainer import EpochRecord, TrainResult
 from atft.training.warm_start import COLD, WarmStart
 from atft.windows import RetrainWindows, retrain_windows
 from schemas.manifest import FeatureManifest
@@ -284,11 +286,8 @@ def untrained_predict(data: WindowData, manifest: FeatureManifest, config: Pipel
         return _predict_oos(initial_model(config, manifest, data.training), data, config)
 
 
-def _predict_oos(model: nn.Module, data: WindowData, config: PipelineConfig) -> np.ndarray:
-    dataset = DayDataset(data.arrays, data.days, config.model.lookback, config.model.graph)
-    loader = day_loader(dataset, config.train.days_per_batch, shuffle=False)
-    pred, _, _ = predict(model, loader, select_device(config.train.device))
-    return pred
+def _predict_oos(model: ContractModel, data: WindowData, config: PipelineConfig) -> np.ndarray:
+    return predict_days(model, data.arrays, data.days, config)[0]
 
 
 def add_rank_average(frame: pd.DataFrame, members: Sequence[str], horizons: Sequence[int]) -> pd.DataFrame:

@@ -21,12 +21,12 @@ import pandas as pd
 from atft.baselines import baseline_scores, csz_columns, dense_rows
 from atft.config import ModelConfig, PipelineConfig
 from atft.data.arrays import FeatureArrays, load_arrays
-from atft.data.dataset import DayDataset, day_loader, history_days
+from atft.data.dataset import history_days
 from atft.metrics import evaluate_predictions
 from atft.models import ContractModel
+from atft.prediction import predict_days
 from atft.threads import govern
 from atft.training.session import Windows, prepare_data
-from atft.training.trainer import predict, select_device
 from schemas.manifest import FeatureManifest
 
 
@@ -68,14 +68,10 @@ def evaluate_model(
 
     Windows and graphs follow the model's own settings, as trained (a champion may predate a config change).
     """
-    lookback = model.config.lookback
     arrays, days = _window(con, manifest, model.config, start, end)
     # Labels up to the lag + horizon past the last day: realised ones count, unrealised ones are already invalid.
     cutoff = days[-1] + arrays.manifest.label_span(max(arrays.horizons))
-    dataset = DayDataset(arrays, days, lookback, model.config.graph, label_cutoff=cutoff)
-    loader = day_loader(dataset, config.train.days_per_batch, shuffle=False)
-    govern(config.train.threads)
-    pred, label, mask = predict(model, loader, select_device(config.train.device))
+    pred, label, mask = predict_days(model, arrays, days, config, label_cutoff=cutoff)
     returns = arrays.forward_returns[days]
     metrics = evaluate_predictions(pred, label, mask, arrays.horizons, config.evaluation.portfolio, returns=returns)
     return Evaluation(start, end, metrics, predictions_frame(arrays, days, pred))

@@ -20,11 +20,10 @@ import pyarrow as pa
 
 from atft.config import PipelineConfig
 from atft.data.arrays import load_arrays
-from atft.data.dataset import DayDataset, day_loader, history_days
+from atft.data.dataset import history_days
 from atft.evaluation import predictions_frame
+from atft.prediction import predict_days
 from atft.registry import EmptyRegistry, LoadedCheckpoint, Registry
-from atft.threads import govern
-from atft.training.trainer import predict, select_device
 from atft.warehouse import Warehouse
 
 PREDICTIONS_TABLE = "predictions"
@@ -67,14 +66,10 @@ def score_day(
     horizon = config.train.primary_horizon
     if horizon not in model.horizons:
         raise ScoringError(f"train.primary_horizon {horizon} is not one of {checkpoint.version}'s {model.horizons}")
-    # The model's own lookback and graph, as trained; enough history for the day graph's full trailing window.
-    lookback, graph = model.config.lookback, model.config.graph
+    # Enough history for the model's own lookback and the day graph's full trailing window, as trained.
     arrays = load_arrays(con, manifest, day, day, history=history_days(model.config))
     days = [len(arrays.dates) - 1]
-    dataset = DayDataset(arrays, days, lookback, graph)
-    device = select_device(config.train.device)
-    govern(config.train.threads)
-    pred, _, _ = predict(model, day_loader(dataset, 1, shuffle=False), device)
+    pred, _, _ = predict_days(model, arrays, days, config)
     pred_columns = [f"pred_{h}d" for h in arrays.horizons]
     frame = predictions_frame(arrays, days, pred)[["Date", "Code", *pred_columns]]
     broken = int((~np.isfinite(frame[pred_columns].to_numpy())).any(axis=1).sum())

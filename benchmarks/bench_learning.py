@@ -31,8 +31,8 @@ from atft.data.dataset import DayDataset, day_loader, history_days
 from atft.features.build import build_features
 from atft.ingest import ingest
 from atft.metrics import daily_ic, daily_rank_ic, summarise
+from atft.prediction import predict
 from atft.training.session import Windows, prepare_data, train_model
-from atft.training.trainer import predict
 from atft.warehouse import Warehouse
 from schemas.manifest import FeatureManifest
 

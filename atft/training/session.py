@@ -25,6 +25,7 @@ from atft.losses import RankingLoss
 from atft.metrics import daily_rank_ic, summarise
 from atft.models import ContractModel, build_model
 from atft.models.ensemble import SeedEnsemble
+from atft.prediction import predict, select_device
 from atft.registry.integrity import HISTORY, MODEL, WEIGHTS
 from atft.registry.loading import build_checkpoint
 from atft.training.trainer import (
@@ -32,10 +33,8 @@ from atft.training.trainer import (
     TrainResult,
     fit,
     fit_input_scaling,
-    predict,
     prediction_std,
     seed_everything,
-    select_device,
 )
 from atft.training.warm_start import COLD, WarmStart
 from schemas.contract import check_contract

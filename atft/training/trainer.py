@@ -27,6 +27,7 @@ from atft.data.arrays import FeatureArrays
 from atft.losses import RankingLoss
 from atft.metrics import daily_ic, daily_rank_ic, summarise
 from atft.models import ContractModel
+from atft.prediction import autocast, predict, select_device
 from atft.threads import govern, tick
 from atft.training.weight_average import WeightAverage
 
@@ -86,14 +87,6 @@ class TrainResult:
 
     def history_dicts(self) -> list[dict[str, object]]:
         return [asdict(record) for record in self.history]
-
-
-def select_device(preference: str) -> torch.device:
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
-    if preference == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(preference)
 
 
 def seed_everything(seed: int) -> None:
@@ -224,7 +217,7 @@ def _train_epoch(
         waited += time.perf_counter() - fetched
         tick()
         batch = batch.to(device, non_blocking=True)
-        with _autocast(device):
+        with autocast(device):
             pred = model(*batch.inputs())
         loss, components = loss_fn(batch.dense(pred.float()), batch.dense(batch.y), batch.dense(batch.y_mask, False))
         if not torch.isfinite(loss):
@@ -245,24 +238,6 @@ def _train_epoch(
             sums[name] = sums.get(name, 0.0) + value
         fetched = time.perf_counter()
     return total / max(steps, 1), {k: v / max(steps, 1) for k, v in sums.items()}, stock_days, waited
-
-
-@torch.no_grad()
-def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Dense [days, max stocks, H] predictions, labels and label mask over the loader's days, in order."""
-    model.to(device).eval()
-    preds, labels, masks = [], [], []
-    for batch in loader:
-        tick()
-        batch = batch.to(device)
-        with _autocast(device):
-            pred = model(*batch.inputs()).float()
-        preds.append(batch.dense(pred, float("nan")).cpu().numpy())
-        labels.append(batch.dense(batch.y, float("nan")).cpu().numpy())
-        masks.append(batch.dense(batch.y_mask, False).cpu().numpy())
-    width = max(p.shape[1] for p in preds)
-    return tuple(np.concatenate([_pad(a, width, fill) for a in arrays]) for arrays, fill in (
-        (preds, np.nan), (labels, np.nan), (masks, False)))  # fmt: skip
 
 
 def eta_text(seconds: float) -> str:
@@ -302,16 +277,6 @@ def _per_horizon(
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: value.detach().to("cpu").clone() for name, value in model.state_dict().items()}
-
-
-def _pad(array: np.ndarray, width: int, fill: object) -> np.ndarray:
-    pad = [(0, 0), (0, width - array.shape[1])] + [(0, 0)] * (array.ndim - 2)
-    return np.pad(array, pad, constant_values=fill)
-
-
-def _autocast(device: torch.device) -> torch.autocast:
-    # bf16 on CUDA (no loss scaling needed); plain fp32 on CPU, where autocast is disabled.
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def _warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:

@@ -9,7 +9,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from atft import baselines, evaluation
+from atft import baselines, evaluation, prediction
 from atft.config import (
     CSZConfig,
     EvaluationConfig,
@@ -65,7 +65,7 @@ def test_the_window_starts_a_purge_after_the_last_seen_day():
 @pytest.mark.parametrize("lag", [0, 1])
 def test_the_evaluation_keeps_labels_up_to_lag_plus_horizon_past_the_window(staged, monkeypatch, lag):
     config, manifest, directory, _ = staged
-    real_window, real_dataset, reach = evaluation._window, evaluation.DayDataset, []
+    real_window, real_dataset, reach = evaluation._window, prediction.DayDataset, []
 
     def lagged_window(*args):
         arrays, days = real_window(*args)
@@ -76,7 +76,7 @@ def test_the_evaluation_keeps_labels_up_to_lag_plus_horizon_past_the_window(stag
         return real_dataset(arrays, days, lookback, graph, label_cutoff=label_cutoff)
 
     monkeypatch.setattr(evaluation, "_window", lagged_window)
-    monkeypatch.setattr(evaluation, "DayDataset", spy)
+    monkeypatch.setattr(prediction, "DayDataset", spy)  # the one path every evaluation predicts by
     with duckdb.connect(str(config.warehouse.path), read_only=True) as con:
         evaluate_model(con, load_staged(directory, manifest), manifest, config, date(2022, 12, 1), date(2022, 12, 9))
     # Every realised label of the window's days counts: the last day's longest one ends lag + 20 sessions later.

@@ -8,8 +8,9 @@ import torch
 from atft.config import PipelineConfig
 from atft.metrics import daily_rank_ic, summarise
 from atft.models import SeedEnsemble
+from atft.prediction import predict
 from atft.training.session import TrainingData, train_model
-from atft.training.trainer import EpochRecord, predict
+from atft.training.trainer import EpochRecord
 from atft.training.warm_start import WarmStart
 from tests.training.test_trainer import HORIZONS, loaders, planted, small_model
 

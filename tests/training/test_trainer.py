@@ -14,6 +14,7 @@ from atft.data.dataset import DayDataset, day_loader
 from atft.losses import RankingLoss
 from atft.metrics import daily_rank_ic
 from atft.models import build_model
+from atft.prediction import predict
 from atft.training.trainer import (
     COMPILE_MIN_STOCK_DAYS,
     EpochRecord,
@@ -23,7 +24,6 @@ from atft.training.trainer import (
     fit,
     fit_input_scaling,
     overrun_warning,
-    predict,
     prediction_std,
 )
 from schemas.manifest import CSZSettings, FeatureColumn, FeatureManifest
