@@ -26,7 +26,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
 demo: $(STAMP)
-	$(PY) -m flows.demo --config deployments/demo.yaml --fresh
+	$(VENV)/bin/atft demo --config deployments/demo.yaml --fresh
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -7,8 +7,9 @@ falls back to a default.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -414,6 +415,44 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from None
+
+
+_EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` pairs of a ``--set`` option as dotted-key overrides, each value read as YAML (``1e-3``,
+    ``rank_gauss``, ``{5: 1.0}``, ``null``)."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set takes key=value (e.g. train.epochs=1), got {pair!r}")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key}: {value!r} is not a YAML value: {exc}") from None
+        # PyYAML reads YAML 1.1, where 1e-3 (no dot) is text; on a command line it means the number.
+        overrides[key] = float(parsed) if isinstance(parsed, str) and _EXPONENT.fullmatch(parsed) else parsed
+    return overrides
+
+
+def freeze_config(path: str | Path, overrides: Mapping[str, Any], directory: str | Path = "data/configs") -> Path:
+    """The config at ``path`` with ``overrides`` applied and validated, written once as
+    ``directory/<sha256 of its settings, 12 hex>/<path's file name>``.
+
+    A run handed this file reads the same settings from start to end, however the original is edited meanwhile, and
+    the file is the record of what the run used. Its name keeps the original's, so the names derived from a config's
+    file (artifact keys) do not change. The same settings always give the same file."""
+    settings = load_config(path, overrides)
+    text = yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)
+    frozen = Path(directory) / hashlib.sha256(text.encode()).hexdigest()[:12] / Path(path).name
+    if not frozen.exists():
+        frozen.parent.mkdir(parents=True, exist_ok=True)
+        staging = frozen.with_suffix(".tmp")
+        staging.write_text(text)
+        staging.replace(frozen)  # atomic: a reader never sees half a file
+    return frozen
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, path: Path) -> None:

@@ -25,7 +25,7 @@ import torch
 from harness import finish
 
 from atft.baselines import csz_columns, dense_rows, oracle_scores, read_oracle, reversal_scores, ridge_scores
-from atft.config import load_config
+from atft.config import load_config, parse_overrides
 from atft.data.arrays import FeatureArrays, load_arrays
 from atft.data.dataset import DayDataset, day_loader, history_days
 from atft.features.build import build_features
@@ -76,7 +76,7 @@ def main() -> None:
         help="config override, e.g. --set warehouse.path=/tmp/bench.duckdb (repeatable)",
     )
     args = parser.parse_args()
-    overrides = dict(item.split("=", 1) for item in args.set)
+    overrides = parse_overrides(args.set)
     config = load_config(args.config, {"train.epochs": args.epochs, **overrides})
     quiet = {"on_progress": lambda _: None}
     ingest(config, **quiet)

@@ -49,7 +49,7 @@ import pandas as pd
 import torch
 from bench_walkforward import ENSEMBLE_MEMBERS, charts
 from bench_walkforward import report as walkforward_report
-from harness import finish, parse_overrides
+from harness import finish
 
 from atft.backtest import (
     REPORTED_HORIZONS,
@@ -66,7 +66,7 @@ from atft.backtest import (
     summarise_backtest,
     untrained_predict,
 )
-from atft.config import PipelineConfig, load_config
+from atft.config import PipelineConfig, load_config, parse_overrides
 from atft.controls import UntrainedFloor, shuffle_labels, shuffled_verdict
 from atft.evaluation import predictions_frame
 from atft.features.build import build_features

@@ -31,7 +31,7 @@ import pandas as pd
 
 matplotlib.use("Agg")  # files only: no display on a benchmark host
 import matplotlib.pyplot as plt
-from harness import finish, parse_overrides
+from harness import finish
 
 from atft.backtest import (
     REPORTED_HORIZONS,
@@ -48,7 +48,7 @@ from atft.backtest import (
     summarise_backtest,
 )
 from atft.baselines import csz_columns
-from atft.config import PipelineConfig, load_config
+from atft.config import PipelineConfig, load_config, parse_overrides
 from atft.controls import SHUFFLED_RANK_IC, plant_leak, shuffle_labels
 from atft.features.build import build_features
 from atft.ingest import ingest

@@ -7,9 +7,6 @@ import resource
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 
 def peak_rss_mib() -> float:
@@ -30,14 +27,3 @@ def finish(passed: bool, json_path: Path | None, results: object) -> None:
         json_path.write_text(json.dumps(results, indent=2, default=str))
     if not passed:
         sys.exit(1)
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs of ``--set``, each value read as YAML (``1e-3``, ``rank_gauss``, ``{5: 1.0}``)."""
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set takes key=value, got {pair!r}")
-        overrides[key] = yaml.safe_load(value)
-    return overrides

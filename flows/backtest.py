@@ -56,7 +56,7 @@ from atft.backtest import (
 from atft.config import PipelineConfig, load_config
 from atft.threads import core_budget
 from atft.warehouse import Warehouse
-from flows.cli import run_flow
+from flows.cli import Command, alias_main, run_flow
 from flows.features import build_features
 from flows.naming import named_by_config
 from schemas.manifest import FeatureManifest
@@ -304,26 +304,21 @@ def backtest(
     return {"run_dir": str(run_dir), **paths, "windows": len(windows)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Replay rolling retrains over history and print the OOS record.")
-    parser.add_argument("config", help="pipeline config, e.g. deployments/sp500.yaml")
+def _backtest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", type=date.fromisoformat, required=True, help="first as-of date")
     parser.add_argument("--end", type=date.fromisoformat, required=True, help="last as-of date")
     parser.add_argument("--step", type=int, help="sessions between retrains (default: retrain.step_days)")
     parser.add_argument("--task-runner", choices=["threads", "dask"], default="threads")
     parser.add_argument("--workers", type=int, help="retrains at a time (default: one per core)")
     parser.add_argument("--dask-address", help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
-    parser.add_argument("--epochs", type=int, help="override train.epochs")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override, e.g. --set retrain.train_days=250 (repeatable)")  # fmt: skip
-    parser.add_argument("--warehouse", help="DuckDB file (default: the config's warehouse.path)")
-    args = parser.parse_args(argv)
+
+
+def _run(config: str, args: argparse.Namespace) -> int:
     logging.getLogger("distributed").setLevel(logging.WARNING)  # the cluster's INFO lines would bury the progress
     began = time.perf_counter()
-    overrides = dict(item.split("=", 1) for item in args.set) | ({"train.epochs": args.epochs} if args.epochs else {})
-    state, code = run_flow(backtest, config=args.config, start=args.start, end=args.end, step=args.step,
-                           task_runner=args.task_runner, warehouse=args.warehouse, workers=args.workers,
-                           overrides=overrides or None, dask_address=args.dask_address)  # fmt: skip
+    state, code = run_flow(backtest, config=config, start=args.start, end=args.end, step=args.step,
+                           task_runner=args.task_runner, workers=args.workers,
+                           dask_address=args.dask_address)  # fmt: skip
     if code:
         return code
     result = state.result()
@@ -331,6 +326,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{time.perf_counter() - began:.0f} s; predictions {result['predictions_path']}")
     print(f"summary {result['summary_path']}")
     return 0
+
+
+COMMAND = Command(
+    "backtest", "Replay rolling retrains over history and print the out-of-sample record.",
+    "atft backtest --config deployments/sp500.yaml --start 2016-01-04 --end 2018-01-31 --set train.epochs=1",
+    _run, _backtest_arguments,
+)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    return alias_main(COMMAND, argv)
 
 
 if __name__ == "__main__":

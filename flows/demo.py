@@ -24,18 +24,18 @@ from atft.config import PipelineConfig, load_config
 from atft.metrics import daily_rank_ic, summarise
 from atft.registry import Registry
 from atft.warehouse import Warehouse
-from flows.cli import run_flow
+from flows.cli import Command, alias_main, run_flow
 from flows.retrain import rolling_retrain
 
 LAST_AS_OF = date(2024, 12, 27)  # the demo market's last Friday
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Two rolling retrains of the demo market, the second a challenger.")
-    parser.add_argument("--config", default="deployments/demo.yaml")
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fresh", action="store_true", help="start from an empty warehouse, registry and staging")
-    args = parser.parse_args(argv)
-    settings = load_config(args.config)
+
+
+def _run(config: str, args: argparse.Namespace) -> int:
+    settings = load_config(config)
     if args.fresh:
         for path in (settings.warehouse.path, Path(f"{settings.warehouse.path}.wal")):
             path.unlink(missing_ok=True)
@@ -48,11 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     for as_of in (first, second):
         print(f"\n=== rolling retrain as of {as_of} ===")
-        state, code = run_flow(rolling_retrain, config=args.config, as_of=as_of)
+        state, code = run_flow(rolling_retrain, config=config, as_of=as_of)
         if code:
             return code  # a failed run may have staged nothing to show, and the challenger would face no champion
         _print_run(settings, as_of, state.name, state.message)
-    _print_next(args.config, settings, time.perf_counter() - began)
+    _print_next(config, settings, time.perf_counter() - began)
     return 0
 
 
@@ -110,11 +110,22 @@ def _fmt(value: float | None) -> str:
 
 def _print_next(config: str, settings: PipelineConfig, seconds: float) -> None:
     print(f"\ntwo rolling retrains in {seconds / 60:.1f} min. Where to look next:")
-    print(f"  .venv/bin/python -m atft.registry --config {config} list        # versions, champion, metrics")
-    print(f"  .venv/bin/python -m atft.registry --config {config} show        # the champion's full record")
-    print(f"  .venv/bin/python -m flows.score {config}                        # today's predictions")
+    print(f"  .venv/bin/atft registry --config {config} list        # versions, champion, metrics")
+    print(f"  .venv/bin/atft registry --config {config} show        # the champion's full record")
+    print(f"  .venv/bin/atft score --config {config}                # today's predictions")
+    print("  .venv/bin/atft --help                                   # every command")
     print(f"  warehouse {settings.warehouse.path}, registry {settings.registry.path}")
     print("  the Prefect UI and deployments: deployments/README.md")
+
+
+COMMAND = Command(
+    "demo", "Two rolling retrains of the demo market, the second a challenger to the first.",
+    "atft demo --fresh", _run, _demo_arguments,
+)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    return alias_main(COMMAND, argv)
 
 
 if __name__ == "__main__":

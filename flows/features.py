@@ -25,7 +25,7 @@ from atft.features.build import build_features as run_feature_build
 from atft.features.catalogue import FEATURE_CODE_VERSION
 from atft.features.store import history_fingerprint
 from atft.warehouse import Warehouse
-from flows.cli import run_flow
+from flows.cli import Command, alias_main, run_flow
 from flows.naming import named_by_config
 from schemas.feature_table import FeatureValidationError
 
@@ -117,16 +117,25 @@ def build_features(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Build the feature table of a pipeline config (no server needed).")
-    parser.add_argument("config", help="pipeline config, e.g. deployments/demo.yaml")
+def _features_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--as-of", type=date.fromisoformat, help="last day to build (default: last ingested)")
-    parser.add_argument("--warehouse", help="DuckDB file (default: the config's warehouse.path)")
-    args = parser.parse_args(argv)
-    state, code = run_flow(build_features, config=args.config, as_of=args.as_of, warehouse=args.warehouse)
+
+
+def _run(config: str, args: argparse.Namespace) -> int:
+    state, code = run_flow(build_features, config=config, as_of=args.as_of)
     if code == 0:
         print(state.result())
     return code
+
+
+COMMAND = Command(
+    "features", "Build the feature table of a pipeline config (no server needed).",
+    "atft features --config deployments/sp500.yaml --as-of 2018-01-31", _run, _features_arguments,
+)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    return alias_main(COMMAND, argv)
 
 
 if __name__ == "__main__":

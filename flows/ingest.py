@@ -24,7 +24,7 @@ from atft.config import JQuantsSourceConfig, PipelineConfig, load_config
 from atft.ingest import IngestReport
 from atft.ingest import ingest as run_ingest
 from atft.sources.base import MarketSource, TransientSourceError
-from flows.cli import run_flow
+from flows.cli import Command, alias_main, run_flow
 from flows.naming import named_by_config
 
 
@@ -134,17 +134,26 @@ def ingest(
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Ingest market data into the warehouse (no server needed).")
-    parser.add_argument("config", help="pipeline config, e.g. deployments/sp500.yaml")
+def _ingest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", type=date.fromisoformat, help="first day (default: last ingested trading day)")
     parser.add_argument("--end", type=date.fromisoformat, help="last day (default: the source's end)")
-    parser.add_argument("--warehouse", help="DuckDB file (default: the config's warehouse.path)")
-    args = parser.parse_args(argv)
-    state, code = run_flow(ingest, config=args.config, start=args.start, end=args.end, warehouse=args.warehouse)
+
+
+def _run(config: str, args: argparse.Namespace) -> int:
+    state, code = run_flow(ingest, config=config, start=args.start, end=args.end)
     if code == 0:
         print(IngestReport(**state.result()).summary())
     return code
+
+
+COMMAND = Command(
+    "ingest", "Ingest market data into the warehouse (no server needed).",
+    "atft ingest --config deployments/sp500.yaml --start 2018-01-02", _run, _ingest_arguments,
+)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    return alias_main(COMMAND, argv)
 
 
 if __name__ == "__main__":

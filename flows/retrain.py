@@ -29,7 +29,7 @@ from atft.calendar import TradingCalendar
 from atft.config import load_config
 from atft.warehouse import Warehouse
 from atft.windows import retrain_windows
-from flows.cli import run_flow
+from flows.cli import Command, alias_main, run_flow
 from flows.evaluate import evaluate
 from flows.features import build_features
 from flows.ingest import ingest
@@ -130,13 +130,22 @@ def rolling_retrain(
     return Completed(name="Published", message=f"published {published['version']}", data=published)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run one rolling retrain (no server needed).")
-    parser.add_argument("config", nargs="?", default="deployments/demo.yaml")
+def _retrain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--as-of", type=date.fromisoformat, help="retrain date (default: today on the calendar)")
-    args = parser.parse_args(argv)
-    _, code = run_flow(rolling_retrain, config=args.config, as_of=args.as_of)
-    return code
+
+
+def _run(config: str, args: argparse.Namespace) -> int:
+    return run_flow(rolling_retrain, config=config, as_of=args.as_of)[1]
+
+
+COMMAND = Command(
+    "retrain", "Run one rolling retrain: ingest, features, train, evaluate, publish (no server needed).",
+    "atft retrain --config deployments/demo.yaml --as-of 2024-12-27 --set train.epochs=2", _run, _retrain_arguments,
+)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    return alias_main(COMMAND, argv)
 
 
 if __name__ == "__main__":

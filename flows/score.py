@@ -27,7 +27,7 @@ from atft.config import load_config
 from atft.registry import CheckpointRefused, Registry
 from atft.scoring import PREDICTIONS_TABLE, load_champion, score_day, write_predictions
 from atft.warehouse import Warehouse
-from flows.cli import run_flow
+from flows.cli import Command, alias_main, run_flow
 from flows.features import build_features
 from flows.naming import named_by_config
 
@@ -125,16 +125,25 @@ def score(config: str, as_of: date | None = None, warehouse: str | None = None) 
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Score one day with the registry's champion (no server needed).")
-    parser.add_argument("config", help="pipeline config, e.g. deployments/demo.yaml")
+def _score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--as-of", type=date.fromisoformat, help="day to score (default: the feature table's last)")
-    parser.add_argument("--warehouse", help="DuckDB file (default: the config's warehouse.path)")
-    args = parser.parse_args(argv)
-    state, code = run_flow(score, config=args.config, as_of=args.as_of, warehouse=args.warehouse)
+
+
+def _run(config: str, args: argparse.Namespace) -> int:
+    state, code = run_flow(score, config=config, as_of=args.as_of)
     if code == 0:
         print(state.result())
     return code
+
+
+COMMAND = Command(
+    "score", "Score one day with the registry's champion (no server needed).",
+    "atft score --config deployments/demo.yaml --as-of 2024-12-27", _run, _score_arguments,
+)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    return alias_main(COMMAND, argv)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ from atft.registry.registry import Registry, VersionRecord
 DEFAULT_METRIC = "rank_ic_5d"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m atft.registry") -> int:
+    args = _parser(prog).parse_args(argv)
     try:
         if args.config is not None:
             config = load_config(args.config)
@@ -34,8 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m atft.registry", description="Inspect the checkpoint registry.")
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Inspect the checkpoint registry.")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--registry", metavar="PATH", help="registry directory")
     where.add_argument("--config", metavar="YAML", help="pipeline config whose registry.path to use")

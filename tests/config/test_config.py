@@ -12,7 +12,9 @@ from atft.config import (
     FilesSourceConfig,
     JQuantsSourceConfig,
     SyntheticSourceConfig,
+    freeze_config,
     load_config,
+    parse_overrides,
 )
 
 DEPLOYMENTS = Path(__file__).resolve().parents[2] / "deployments"
@@ -293,3 +295,24 @@ def test_unknown_calendar_value_is_rejected(tmp_path):
     raw["calendar"] = "XLON"
     message = error_of(tmp_path, raw)
     assert "calendar: Input should be 'XTKS' or 'XNYS' (got 'XLON')" in message
+
+
+def test_overrides_are_read_as_yaml_values_and_a_bad_pair_is_named():
+    pairs = ["train.epochs=1", "train.learning_rate=1e-3", "loss.horizon_weights={5: 1.0}", "model.input_clip=null"]
+    expected = {"train.epochs": 1, "train.learning_rate": 1e-3, "loss.horizon_weights": {5: 1.0}}
+    expected["model.input_clip"] = None
+    assert parse_overrides(pairs) == expected
+    with pytest.raises(ConfigError, match="--set takes key=value"):
+        parse_overrides(["=1"])
+
+
+def test_a_frozen_config_is_the_validated_settings_under_the_originals_name_and_found_again(tmp_path):
+    original = DEPLOYMENTS / "sp500.yaml"
+    frozen = freeze_config(original, {"train.epochs": 2}, tmp_path)
+    assert frozen.name == "sp500.yaml" and frozen.parent.parent == tmp_path
+    assert load_config(frozen) == load_config(original, {"train.epochs": 2})
+    assert freeze_config(original, {"train.epochs": 2}, tmp_path) == frozen  # same settings, same file
+    assert freeze_config(original, {"train.epochs": 3}, tmp_path) != frozen
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.epoch'"):
+        freeze_config(original, {"train.epoch": 2}, tmp_path)
+    assert len(list(tmp_path.iterdir())) == 2  # an invalid config is never written

@@ -1,4 +1,5 @@
-"""Every ``python -m flows.<name>`` exits non-zero when its run fails, 0 when it ends completed, and says which.
+"""Every ``python -m flows.<name>``, and ``atft``, exits non-zero when its run fails, 0 when it ends completed, and
+says which.
 
 Cron and CI read only the exit code. The failing cases are cheap: a files source whose file is missing, a warehouse
 with no data, references to files that do not exist. Only the published retrain trains, one tiny epoch.
@@ -18,7 +19,7 @@ import yaml
 from prefect.settings import PREFECT_API_URL
 from prefect.states import Cancelled, Completed, Crashed, Failed, Pending, State
 
-from flows import backtest, demo, evaluate, features, ingest, publish, retrain, score, train
+from flows import backtest, command, demo, evaluate, features, ingest, publish, retrain, score, train
 from flows.cli import exit_code
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,6 +67,7 @@ FAILING: dict[str, tuple[Callable[[list[str] | None], int], Callable[[str, Path]
     "retrain": (retrain.main, lambda config, tmp: [config, "--as-of", AS_OF], "missing.parquet"),
     "backtest": (backtest.main, lambda config, tmp: [config, "--start", "2022-10-03", "--end", AS_OF], "no raw quotes"),
     "demo": (demo.main, lambda config, tmp: ["--config", config], "missing.parquet"),
+    "command": (command.main, lambda config, tmp: ["retrain", "--config", config, "--as-of", AS_OF], "missing.parquet"),
 }
 
 
