@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast demo lint bench clean
+.PHONY: install test test-fast demo lint ui bench clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ test-fast: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/atft demo --config deployments/demo.yaml --fresh
+
+# The local stack with the UI at http://127.0.0.1:4200: server, work pool, deployments and a worker; Ctrl-C stops it.
+ui: $(STAMP)
+	$(VENV)/bin/atft serve
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -1,8 +1,9 @@
-"""The scheduled path for real: ``prefect server start`` on a free loopback port, the work pool, ``prefect deploy``
-from prefect.yaml, a process worker, ``prefect deployment run rolling-retrain/demo``, and the artifacts read back
-through the server's API."""
+"""The scheduled path for real, in one command: ``atft serve`` on a free loopback port (the Prefect server, the work
+pool, the ``gpu`` limit, every deployment of prefect.yaml and a worker), ``rolling-retrain/demo`` triggered through
+the API until it is ``Published``, its artifacts read back, and Ctrl-C stopping everything with no process left."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,8 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-PREFECT = [sys.executable, "-m", "prefect"]
+ATFT = Path(sys.executable).with_name("atft")
 
 
 def free_port() -> int:
@@ -22,47 +22,80 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``, from /proc (Linux)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_for(what: str, check, seconds: float, serve: subprocess.Popen, log: Path):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert serve.poll() is None, f"atft serve exited with {serve.returncode}:\n{log.read_text()[-3000:]}"
+        try:
+            found = check()
+        except httpx.TransportError:
+            found = None
+        if found:
+            return found
+        time.sleep(1)
+    raise AssertionError(f"{what} within {seconds} s:\n{log.read_text()[-3000:]}")
+
+
 @pytest.mark.slow
-def test_server_deploy_worker_and_a_published_rolling_retrain(tmp_path, small_market):
+def test_atft_serve_publishes_a_triggered_rolling_retrain_and_ctrl_c_stops_everything(tmp_path, small_market):
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_API_URL": api,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PWD": str(REPO),
+        "PREFECT_WORKER_QUERY_SECONDS": "2",  # the worker picks the run up within seconds
     }
-    server = subprocess.Popen([*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
-                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        serve = subprocess.Popen([str(ATFT), "serve", "--port", str(port)], cwd=tmp_path, env=env, stdout=out,
+                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    family: set[int] = set()
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "prefect server did not become healthy in 120 s"
-            time.sleep(1)
+        client = httpx.Client(base_url=api, timeout=30)
 
-        def prefect(*args: str, cwd: Path = REPO) -> str:
-            done = subprocess.run([*PREFECT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-            assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
-            return done.stdout
+        def deployed():
+            response = client.get("/deployments/name/rolling-retrain/demo")
+            return response.json() if response.status_code == 200 and "Ctrl-C stops" in log.read_text() else None
 
-        prefect("work-pool", "create", "atft-process", "--type", "process")
-        prefect("--no-prompt", "deploy", "--all")
+        deployment = wait_for("rolling-retrain/demo deployed and a worker started", deployed, 300, serve, log)
+        assert client.post("/concurrency_limits/filter", json={}).json()[0]["tag"] == "gpu"
         config = small_market(tmp_path, "deployed", source={"seed": 8}, retrain={"train_days": 60, "valid_days": 20},
                               evaluation={"eval_days": 20, "gates": ["rank_ic_5d >= -1"]})  # fmt: skip
-        prefect("deployment", "run", "rolling-retrain/demo", "--param", f"config={config}",
-                "--param", "as_of=2022-12-23")  # fmt: skip
-        prefect("worker", "start", "--pool", "atft-process", "--run-once", cwd=tmp_path)
+        run = client.post(f"/deployments/{deployment['id']}/create_flow_run",
+                          json={"parameters": {"config": config, "as_of": "2022-12-23"}}).json()  # fmt: skip
 
-        client = httpx.Client(base_url=api, timeout=30)
-        deployment = client.get("/deployments/name/rolling-retrain/demo").json()
-        runs = client.post("/flow_runs/filter", json={"flow_runs": {"deployment_id": {"any_": [deployment["id"]]}}})
-        (run,) = runs.json()
-        assert run["state"]["type"] == "COMPLETED" and run["state"]["name"] == "Published", run["state"]
+        def finished():
+            family.update(descendants(serve.pid))  # the flow run's own processes too, while they live
+            state = client.get(f"/flow_runs/{run['id']}").json()["state"]
+            return state if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+        state = wait_for("the triggered run finished", finished, 600, serve, log)
+        assert (state["type"], state["name"]) == ("COMPLETED", "Published"), state
         found = client.post("/artifacts/latest/filter", json={"artifacts": {"key": {"like_": "deployed"}}}).json()
         keys = {artifact["key"] for artifact in found}
         expected = {
@@ -72,6 +105,18 @@ def test_server_deploy_worker_and_a_published_rolling_retrain(tmp_path, small_ma
         assert expected <= keys, keys
         report = next(a for a in found if a["key"] == "retrain-deployed-report")
         assert "Published" in report["data"] and str(tmp_path / "registry") in report["data"]
+
+        family.update(descendants(serve.pid))
+        assert len(family) >= 2  # at least the server and the worker
+        serve.send_signal(signal.SIGINT)  # Ctrl-C
+        assert serve.wait(timeout=120) == 0, log.read_text()[-3000:]
+        left = sorted(pid for pid in family if alive(pid))
+        assert not left, f"processes left behind: {left}"
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{api}/health", timeout=2)
     finally:
-        server.terminate()
-        server.wait(timeout=60)
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGKILL)
+        for pid in family | descendants(serve.pid):
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
