@@ -16,8 +16,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date
 
+import duckdb
+
 from atft.config import PipelineConfig
+from atft.features.store import feature_dates
 from atft.training.session import Windows
+from schemas.manifest import FeatureManifest
 
 MIN_TRAIN_DAYS = 20
 
@@ -37,6 +41,14 @@ class RetrainWindows:
 
     def as_dict(self) -> dict[str, date]:
         return asdict(self)
+
+
+def plan_retrain(
+    con: duckdb.DuckDBPyConnection, manifest: FeatureManifest, as_of: date, config: PipelineConfig
+) -> RetrainWindows:
+    """The windows of the retrain on ``as_of`` over the days of ``manifest``'s table: what a scheduled retrain, the
+    backtest and the benchmarks all plan by."""
+    return retrain_windows(feature_dates(con, manifest.table_name), as_of, config, manifest.warm_up)
 
 
 def retrain_windows(dates: Sequence[date], as_of: date, config: PipelineConfig, warm_up: int) -> RetrainWindows:

@@ -33,6 +33,7 @@ LIBGOMP_DEFAULT_SPIN = "300000"
 def train_phase(config_path: str, epochs: int, train_days: int, policy: bool) -> None:
     """One training; a JSON line per epoch on stdout, so that a stopped run still says what it did."""
     from atft.config import load_config
+    from atft.features.store import feature_dates
     from atft.threads import core_budget
     from atft.training.session import Windows, prepare_data, train_model
     from atft.warehouse import Warehouse
@@ -42,11 +43,10 @@ def train_phase(config_path: str, epochs: int, train_days: int, policy: bool) ->
     config = load_config(config_path, {"train.epochs": epochs, "train.patience": epochs, "train.threads": threads})
     manifest = FeatureManifest.read(Path(os.environ["BENCH_MANIFEST"]))
     with Warehouse(config.warehouse.path, read_only=True) as wh:
-        dates = [d for (d,) in wh.con.execute(f"SELECT DISTINCT Date FROM {manifest.table_name} ORDER BY Date")
-                 .fetchall()]  # fmt: skip
+        dates = feature_dates(wh.con, manifest.table_name)
         purge = config.features.label_span(max(config.features.horizons))
         valid_days = 20
-        recent = dates[-(max(c.lookback for c in manifest.features) + train_days + purge + valid_days) :]
+        recent = dates[-(manifest.warm_up + train_days + purge + valid_days) :]
         windows = Windows.trailing(recent, valid_days=valid_days, purge=purge, warm_up=0)
         data = prepare_data(wh.con, manifest, config, windows)
 

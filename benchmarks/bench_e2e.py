@@ -26,7 +26,7 @@ from atft.ingest import ingest
 from atft.registry import Registry
 from atft.training.session import load_staged, prepare_data, stage, train_model
 from atft.warehouse import Warehouse
-from atft.windows import retrain_windows
+from atft.windows import plan_retrain
 from flows.retrain import rolling_retrain
 from schemas.manifest import FeatureManifest
 
@@ -54,8 +54,7 @@ def library_retrain(settings: PipelineConfig, as_of: date) -> str:
     built = build_features(settings, as_of=as_of, **quiet)
     manifest = FeatureManifest.read(built.manifest_path)
     with Warehouse(settings.warehouse.path, read_only=True) as wh:
-        dates = [d for (d,) in wh.con.execute(f"SELECT DISTINCT Date FROM {built.table} ORDER BY 1").fetchall()]
-        windows = retrain_windows(dates, as_of, settings, max(c.lookback for c in manifest.features))
+        windows = plan_retrain(wh.con, manifest, as_of, settings)
         data = prepare_data(wh.con, manifest, settings, windows.training)
     model, result = train_model(settings, manifest, data)
     staged = stage(model, result, manifest, windows.training, settings.train.staging_dir / "library")

@@ -29,6 +29,7 @@ from atft.config import load_config, parse_overrides
 from atft.data.arrays import FeatureArrays, load_arrays
 from atft.data.dataset import DayDataset, day_loader, history_days
 from atft.features.build import build_features
+from atft.features.store import feature_dates
 from atft.ingest import ingest
 from atft.metrics import daily_ic, daily_rank_ic, summarise
 from atft.prediction import predict
@@ -84,7 +85,7 @@ def main() -> None:
     manifest = FeatureManifest.read(built.manifest_path)
     lookback, gap = config.model.lookback, config.features.label_span(max(config.features.horizons))
     with Warehouse(config.warehouse.path, read_only=True) as wh:
-        dates = [d for (d,) in wh.con.execute(f"SELECT DISTINCT Date FROM {built.table} ORDER BY Date").fetchall()]
+        dates = feature_dates(wh.con, built.table)
         windows, (test_start, test_end) = split(dates, lookback, gap)
         arrays = load_arrays(wh.con, manifest, windows.train_start, test_end, history=history_days(config.model))
         oracle = read_oracle(wh.con, test_start, test_end) if config.source.kind == "synthetic" else None

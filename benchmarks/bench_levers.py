@@ -70,6 +70,7 @@ from atft.config import PipelineConfig, load_config, parse_overrides
 from atft.controls import UntrainedFloor, shuffle_labels, shuffled_verdict
 from atft.evaluation import predictions_frame
 from atft.features.build import build_features
+from atft.features.store import feature_dates
 from atft.ingest import ingest
 from atft.models.ensemble import day_ranks
 from schemas.manifest import FeatureManifest
@@ -86,9 +87,8 @@ class Protocol:
         ingest(settings, on_progress=lambda _: None)
         self.manifest = FeatureManifest.read(build_features(settings, on_progress=lambda _: None).manifest_path)
         with duckdb.connect(str(settings.warehouse.path), read_only=True) as con:
-            self.dates = [d for (d,) in con.execute(
-                f"SELECT DISTINCT Date FROM {self.manifest.table_name} ORDER BY Date").fetchall()]  # fmt: skip
-        self.warm_up = max(column.lookback for column in self.manifest.features)
+            self.dates = feature_dates(con, self.manifest.table_name)
+        self.warm_up = self.manifest.warm_up
         count = len(self._plan(settings))
         cut = count // 2  # as selection_halves: the extra window of an odd count goes to the later half
         self.halves = {"earlier": list(range(cut)), "later": list(range(cut, count)), "all": list(range(count))}

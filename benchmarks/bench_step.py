@@ -42,6 +42,7 @@ def step_phase(config_path: str, manifest_path: str, steps: int, compiled: bool)
 
     from atft.config import load_config
     from atft.data.dataset import day_loader
+    from atft.features.store import feature_dates
     from atft.losses import RankingLoss
     from atft.models import build_model
     from atft.training.session import Windows, prepare_data
@@ -53,8 +54,7 @@ def step_phase(config_path: str, manifest_path: str, steps: int, compiled: bool)
     manifest = FeatureManifest.read(Path(manifest_path))
     torch.set_num_threads(os.cpu_count() or 1)
     with Warehouse(config.warehouse.path, read_only=True) as wh:
-        dates = [d for (d,) in wh.con.execute(f"SELECT DISTINCT Date FROM {manifest.table_name} ORDER BY Date")
-                 .fetchall()]  # fmt: skip
+        dates = feature_dates(wh.con, manifest.table_name)
         purge = config.features.label_span(max(config.features.horizons))
         windows = Windows.trailing(dates[-400:], valid_days=20, purge=purge, warm_up=60)
         data = prepare_data(wh.con, manifest, config, windows)

@@ -18,6 +18,7 @@ from harness import finish, peak_rss_mib
 
 from atft.config import load_config
 from atft.features.build import build_features
+from atft.features.store import feature_dates
 from atft.ingest import ingest
 from atft.training.session import Windows, prepare_data, train_model
 from atft.warehouse import Warehouse
@@ -39,10 +40,9 @@ def main() -> None:
     built = build_features(config, **quiet)
     manifest = FeatureManifest.read(built.manifest_path)
     with Warehouse(config.warehouse.path, read_only=True) as wh:
-        dates = [d for (d,) in wh.con.execute(f"SELECT DISTINCT Date FROM {built.table} ORDER BY Date").fetchall()]
-        warm_up = max(c.lookback for c in manifest.features)
+        dates = feature_dates(wh.con, built.table)
         purge = config.features.label_span(max(config.features.horizons))
-        windows = Windows.trailing(dates, valid_days=120, purge=purge, warm_up=warm_up)
+        windows = Windows.trailing(dates, valid_days=120, purge=purge, warm_up=manifest.warm_up)
         data = prepare_data(wh.con, manifest, config, windows)
     _, result = train_model(config, manifest, data, lambda r: print(f"  {r.line()}", flush=True))
     device = torch.cuda.get_device_name() if result.device.startswith("cuda") else "CPU"

@@ -51,6 +51,7 @@ from atft.baselines import csz_columns
 from atft.config import PipelineConfig, load_config, parse_overrides
 from atft.controls import SHUFFLED_RANK_IC, plant_leak, shuffle_labels
 from atft.features.build import build_features
+from atft.features.store import feature_dates
 from atft.ingest import ingest
 from atft.portfolio import simulate_long_short
 from schemas.manifest import FeatureManifest
@@ -70,9 +71,8 @@ def replay(
     ingest(settings, on_progress=lambda _: None)
     manifest = FeatureManifest.read(build_features(settings, on_progress=lambda _: None).manifest_path)
     with duckdb.connect(str(settings.warehouse.path), read_only=True) as con:
-        dates = [d for (d,) in con.execute(f"SELECT DISTINCT Date FROM {manifest.table_name} ORDER BY Date").fetchall()]
-    warm_up = max(column.lookback for column in manifest.features)
-    windows = plan_backtest(dates, start, end, step, settings, warm_up)
+        dates = feature_dates(con, manifest.table_name)
+    windows = plan_backtest(dates, start, end, step, settings, manifest.warm_up)
     frames, rows, began, previous = [], [], time.perf_counter(), None
     for window in windows:
         tick = time.perf_counter()

@@ -54,6 +54,7 @@ from atft.backtest import (
     summarise_backtest,
 )
 from atft.config import PipelineConfig, load_config
+from atft.features.store import feature_dates
 from atft.threads import core_budget
 from atft.warehouse import Warehouse
 from flows.cli import Command, alias_main, run_flow
@@ -265,10 +266,8 @@ def backtest(
     features_ref = build_features(config=config, warehouse=warehouse)
     manifest = FeatureManifest.read(features_ref["manifest_path"])
     with Warehouse.of(settings.warehouse, warehouse, read_only=True) as wh:
-        table = manifest.table_name
-        dates = [d for (d,) in wh.con.execute(f"SELECT DISTINCT Date FROM {table} ORDER BY Date").fetchall()]
-    warm_up = max(column.lookback for column in manifest.features)
-    windows = plan_backtest(dates, start, end, step, settings, warm_up)
+        dates = feature_dates(wh.con, manifest.table_name)
+    windows = plan_backtest(dates, start, end, step, settings, manifest.warm_up)
     run_dir = settings.train.staging_dir / f"backtest-{flow_run.id}"
     run_dir.mkdir(parents=True, exist_ok=True)
     budget = core_budget()

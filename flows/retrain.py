@@ -28,7 +28,7 @@ from prefect.states import Completed, State
 from atft.calendar import TradingCalendar
 from atft.config import load_config
 from atft.warehouse import Warehouse
-from atft.windows import retrain_windows
+from atft.windows import plan_retrain
 from flows.cli import Command, alias_main, run_flow
 from flows.evaluate import evaluate
 from flows.features import build_features
@@ -49,11 +49,7 @@ def plan_windows(config: str, features_ref: dict[str, Any], as_of: date, warehou
     settings = load_config(config)
     manifest = FeatureManifest.read(features_ref["manifest_path"])
     with Warehouse.of(settings.warehouse, warehouse, read_only=True) as wh:
-        dates = [
-            d for (d,) in wh.con.execute(f"SELECT DISTINCT Date FROM {features_ref['table']} ORDER BY 1").fetchall()
-        ]
-    warm_up = max(column.lookback for column in manifest.features)
-    windows = retrain_windows(dates, as_of, settings, warm_up).as_dict()
+        windows = plan_retrain(wh.con, manifest, as_of, settings).as_dict()
     get_run_logger().info(
         "windows for %s: train %s..%s, valid %s..%s, eval %s..%s (purges of %d sessions)", as_of,
         *windows.values(), settings.features.label_span(max(settings.features.horizons)),

@@ -113,6 +113,11 @@ class FeatureManifest:
         return len(self.features)
 
     @property
+    def warm_up(self) -> int:
+        """Leading sessions of a table whose features are incomplete: the longest feature lookback."""
+        return max(column.lookback for column in self.features)
+
+    @property
     def feature_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.features)
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from atft.features.panel import sector_panel
+from atft.features.store import feature_dates
 from schemas.contract import check_contract
 from schemas.manifest import FeatureManifest
 
@@ -85,9 +86,7 @@ def load_arrays(
     """Rows of ``manifest``'s table for days in [start, end], plus ``history`` earlier days for lookbacks."""
     check_contract(table_schema(con, manifest.table_name), manifest)
     table = manifest.table_name
-    days = [
-        d for (d,) in con.execute(f"SELECT DISTINCT Date FROM {table} WHERE Date <= ? ORDER BY Date", [end]).fetchall()
-    ]
+    days = feature_dates(con, table, through=end)
     first = next((i for i, d in enumerate(days) if d >= start), len(days))
     days = days[max(0, first - history) :]
     if not days or days[-1] < start:

@@ -142,8 +142,7 @@ def build_features(
             _restore_manifest(previous, _manifest_path(settings, manifest), progress)
             return _result(manifest, settings, previous, "up_to_date", None, 0, wh, began)
         mode = "full" if since == first_raw else "incremental"
-        lookback = max(c.lookback for c in manifest.features)
-        load_from = _sessions_before(calendar, since, lookback - 1, first_raw)
+        load_from = _sessions_before(calendar, since, manifest.warm_up - 1, first_raw)
         progress(f"features {table}: {mode} build of {since}..{end}, {manifest.width} inputs, history from {load_from}")
         history = pl.from_arrow(con.sql(_HISTORY, params=[end, since]).to_arrow_table())
         validator = _ChunkValidator(manifest, history, settings.max_nan_fraction)

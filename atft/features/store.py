@@ -50,6 +50,12 @@ def build_state(con: duckdb.DuckDBPyConnection, table: str) -> BuildState | None
     return BuildState(*found[0]) if found else None
 
 
+def feature_dates(con: duckdb.DuckDBPyConnection, table: str, through: date | None = None) -> list[date]:
+    """The trading days of a feature table, in order; only those up to ``through`` when given."""
+    where, params = ("WHERE Date <= ?", [through]) if through is not None else ("", [])
+    return [d for (d,) in con.execute(f"SELECT DISTINCT Date FROM {table} {where} ORDER BY Date", params).fetchall()]
+
+
 def history_fingerprint(wh: Warehouse, through: date | None) -> str:
     """What a build reads: raw quotes up to ``through`` (all of them when None) and the listing history (sectors).
     Both a build's staleness check and the flow's cache key come from here, so they cannot disagree."""

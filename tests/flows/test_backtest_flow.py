@@ -190,7 +190,7 @@ def test_a_warm_start_config_replays_a_chain_each_retrain_starting_from_the_one_
 def test_no_training_label_reaches_past_its_as_of_date(market):
     config, manifest, dates = market
     settings = load_config(config)
-    warm_up = max(c.lookback for c in manifest.features)
+    warm_up = manifest.warm_up
     position = {d: i for i, d in enumerate(dates)}
     with duckdb.connect(str(settings.warehouse.path), read_only=True) as con:
         for window in plan_backtest(dates, START, END, STEP, settings, warm_up):
@@ -216,7 +216,7 @@ def test_no_training_label_reaches_past_its_as_of_date(market):
 def test_the_untrained_floor_starts_where_training_starts_and_never_reads_a_label(market):
     config, manifest, dates = market
     settings = load_config(config)
-    window = plan_backtest(dates, START, END, STEP, settings, max(c.lookback for c in manifest.features))[0]
+    window = plan_backtest(dates, START, END, STEP, settings, manifest.warm_up)[0]
     with duckdb.connect(str(settings.warehouse.path), read_only=True) as con:
         data = load_window(con, manifest, settings, window)
     floor = untrained_predict(data, manifest, settings)
