@@ -437,16 +437,18 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     return overrides
 
 
-def freeze_config(path: str | Path, overrides: Mapping[str, Any], directory: str | Path = "data/configs") -> Path:
+def freeze_config(path: str | Path, overrides: Mapping[str, Any], directory: str | Path | None = None) -> Path:
     """The config at ``path`` with ``overrides`` applied and validated, written once as
-    ``directory/<sha256 of its settings, 12 hex>/<path's file name>``.
+    ``directory/<sha256 of its settings, 12 hex>/<path's file name>``; by default ``directory`` is
+    ``<train.staging_dir>/configs``, beside the runs that use it.
 
     A run handed this file reads the same settings from start to end, however the original is edited meanwhile, and
     the file is the record of what the run used. Its name keeps the original's, so the names derived from a config's
     file (artifact keys) do not change. The same settings always give the same file."""
     settings = load_config(path, overrides)
     text = yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)
-    frozen = Path(directory) / hashlib.sha256(text.encode()).hexdigest()[:12] / Path(path).name
+    root = Path(directory) if directory is not None else settings.train.staging_dir / "configs"
+    frozen = root / hashlib.sha256(text.encode()).hexdigest()[:12] / Path(path).name
     if not frozen.exists():
         frozen.parent.mkdir(parents=True, exist_ok=True)
         staging = frozen.with_suffix(".tmp")

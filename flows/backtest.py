@@ -53,7 +53,7 @@ from atft.backtest import (
     stitch,
     summarise_backtest,
 )
-from atft.config import PipelineConfig, load_config
+from atft.config import PipelineConfig, freeze_config, load_config
 from atft.features.store import feature_dates
 from atft.threads import core_budget
 from atft.warehouse import Warehouse
@@ -261,7 +261,10 @@ def backtest(
     Returns the run directory and the paths of the stitched predictions and of summary.json.
     """
     began = time.perf_counter()
-    settings = _settings(config, overrides)
+    given, asked = config, overrides
+    # Resolved once: every task and subflow of the replay reads this file, however the original is edited meanwhile.
+    config, overrides = str(freeze_config(given, asked or {})), None
+    settings = load_config(config)
     step = step or settings.retrain.step_days
     features_ref = build_features(config=config, warehouse=warehouse)
     manifest = FeatureManifest.read(features_ref["manifest_path"])
@@ -294,8 +297,8 @@ def backtest(
     summary = json.loads(Path(paths["summary_path"]).read_text())
     where = f"the Dask cluster at {dask_address}" if dask_address else f"{task_runner} ({parallel} at a time)"
     header = (
-        f"`{config}`, {settings.model.name}, {len(windows)} retrains every {step} sessions on {where}, overrides "
-        f"{overrides or 'none'}, {time.perf_counter() - began:.0f} s; record in `{run_dir}`"
+        f"`{given}` with overrides {asked or 'none'} (resolved into `{config}`), {settings.model.name}, {len(windows)} "
+        f"retrains every {step} sessions on {where}, {time.perf_counter() - began:.0f} s; record in `{run_dir}`"
     )
     _publish(config, summary, header)
     for line in report_lines(summary):

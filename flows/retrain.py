@@ -26,7 +26,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
 from atft.calendar import TradingCalendar
-from atft.config import load_config
+from atft.config import freeze_config, load_config
 from atft.warehouse import Warehouse
 from atft.windows import plan_retrain
 from flows.cli import Command, alias_main, run_flow
@@ -85,6 +85,9 @@ def rolling_retrain(
 ) -> State:
     """Retrain on ``as_of`` (default: today on the exchange's calendar) and publish the model if it passes."""
     logger = get_run_logger()
+    # Resolved once: ingest, features, training, evaluation and publication all read this file, however the original
+    # is edited during a long training.
+    config = str(freeze_config(config, {}))
     settings = load_config(config)
     calendar = TradingCalendar(settings.calendar)
     day = as_of or calendar.today()
@@ -105,6 +108,7 @@ def rolling_retrain(
     outcome = publish(config=config, model_ref=staged, gate_result=verdict, warehouse=warehouse, return_state=True)
     summary = [
         ("as of", day),
+        ("config", f"`{config}`"),
         ("ingested", f"{ingested['rows_inserted']:,} new rows" + (f" through {ingested['last_date']}"
                                                                   if ingested["last_date"] else "")),
         ("features", f"`{features['table']}` ({features['mode']}), manifest `{features['manifest_sha256'][:16]}`"),

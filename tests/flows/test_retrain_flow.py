@@ -2,10 +2,13 @@
 
 import shutil
 from datetime import date
+from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
 
+import flows.retrain as retrain_flow
 import flows.train as train_flow
 from atft.calendar import TradingCalendar
 from atft.registry import Registry
@@ -128,3 +131,24 @@ def test_a_seed_ensemble_is_trained_published_and_scored_as_one_model(market, sm
         ).fetchone()
     # Mean per-day ranks of two members, centred and scaled by √12: inside ±√3, and spread over the day's stocks.
     assert n == scored["stocks"] > 0 and -(3**0.5) < low < 0 < high < 3**0.5
+
+
+def test_a_config_edited_during_training_does_not_change_the_rest_of_the_run(market, small_market, monkeypatch):
+    tmp, _, _ = market
+    config = _publishable(small_market, tmp, "edited")
+    real_train = retrain_flow.train
+
+    def train_then_edit(*args, **kwargs):
+        staged = real_train(*args, **kwargs)
+        # Someone tightens the gates while the model trains: this run was resolved before, and must not see it.
+        edited = yaml.safe_load(Path(config).read_text())
+        edited["evaluation"]["gates"] = ["rank_ic_5d >= 0.99"]
+        Path(config).write_text(yaml.safe_dump(edited))
+        return staged
+
+    monkeypatch.setattr(retrain_flow, "train", train_then_edit)
+    state = rolling_retrain(config=config, as_of=AS_OF, return_state=True)
+    assert state.name == "Published", state.message
+    # The next run reads the edited file.
+    monkeypatch.setattr(retrain_flow, "train", real_train)
+    assert rolling_retrain(config=config, as_of=NEXT, return_state=True).name == "GateRejected"
