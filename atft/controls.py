@@ -33,9 +33,10 @@ FLOOR_Z = 2.0  # a control within this many spreads of the untrained floor is on
 FLOOR_SEEDS = 5  # fewer untrained networks than this cannot tell a floor's spread
 
 
-def shuffle_labels(arrays: FeatureArrays, seed: int) -> None:
+def shuffle_labels(arrays: FeatureArrays, seed: int | Sequence[int]) -> None:
     """Permute, in place, each day's labels (CS-Z targets, their validity and the raw forward returns) across the
-    stocks present that day, with one permutation per day shared by every horizon."""
+    stocks present that day, with one permutation per day shared by every horizon. ``seed``: an int, or a sequence
+    of them (a window and a model seed), for numpy's generator."""
     rng = np.random.default_rng(seed)
     for day in range(len(arrays.dates)):
         stocks = np.flatnonzero(arrays.present[day])

@@ -68,6 +68,7 @@ from atft.backtest import (
 )
 from atft.config import PipelineConfig, load_config, parse_overrides
 from atft.controls import UntrainedFloor, shuffle_labels, shuffled_verdict
+from atft.data.arrays import FeatureArrays
 from atft.evaluation import predictions_frame
 from atft.features.build import build_features
 from atft.features.store import feature_dates
@@ -109,8 +110,8 @@ def run_lever(
     """Train and keep every missing (window, seed) of the lever (``settings`` with ``overrides``, resolved as
     ``lever``) in ``half``, and every missing window's baselines (fitted on the windows of ``settings``).
 
-    ``control="shuffled"`` trains the lever's models on labels permuted within each day (as
-    ``bench_walkforward.py --control shuffled``); the baselines stay fitted on the real labels. ``"untrained"``
+    ``control="shuffled"`` trains the lever's models on labels permuted within each day, each (window, seed) with
+    its own permutation; the baselines stay fitted on the real labels. ``"untrained"``
     keeps each seed's model as training would begin it, unfitted: the floor of the controls."""
     if any(key.split(".")[0] in ("source", "features", "warehouse", "calendar") for key in overrides):
         raise SystemExit(f"lever {name}: {sorted(overrides)} would change the feature table; give it its own --config")
@@ -118,7 +119,13 @@ def run_lever(
         raise SystemExit(f"lever {name}: retrain.step_days sets the protocol's as-of dates; it is not a lever")
     manifest = protocol.manifest
     (out / name).mkdir(parents=True, exist_ok=True)
-    (out / name / "lever.json").write_text(json.dumps({"set": overrides, "control": control}, default=str))
+    described = out / name / "lever.json"
+    # Shuffled labels: each (window, seed) its own permutation, so that seeds are independent draws of the control.
+    permutation = {"permutation": "window and seed"} if control == "shuffled" else {}
+    if described.exists() and control == "shuffled" and "permutation" not in json.loads(described.read_text()):
+        raise SystemExit(f"lever {name} shuffled one permutation per window, shared by its seeds: add seeds to a "
+                         "lever of another name")  # fmt: skip
+    described.write_text(json.dumps({"set": overrides, "control": control} | permutation, default=str))
     began = time.perf_counter()
     pending = [
         (window, base)
@@ -136,10 +143,12 @@ def run_lever(
                 with duckdb.connect(str(settings.warehouse.path), read_only=True) as con:
                     data = load_window(con, manifest, settings, base)
             score_baselines(data, manifest, settings, base).to_parquet(baselines)
-        if control == "shuffled":  # after the baselines, which were fitted on the real labels
-            shuffle_labels(data.training.arrays, seed=window.index)
+        labels = _labels(data.training.arrays) if control == "shuffled" else ()  # the real ones, as the baselines saw
         for seed in todo:
             tick = time.perf_counter()
+            if control == "shuffled":
+                _restore_labels(data.training.arrays, labels)
+                shuffle_labels(data.training.arrays, seed=(window.index, seed))
             seeded = lever.model_copy(update={"train": lever.train.model_copy(update={"seed": seed})})
             if control == "untrained":
                 pred, epochs, best_epoch = untrained_predict(data, manifest, seeded), 0, 0
@@ -158,6 +167,15 @@ def run_lever(
         eta = (time.perf_counter() - began) / done * (len(pending) - done)
         print(f"  {name}: window {window.index} (as-of {window.as_of}) done, ETA {eta / 60:.0f} min", file=sys.stderr,
               flush=True)  # fmt: skip
+
+
+def _labels(arrays: FeatureArrays) -> tuple[np.ndarray, ...]:
+    return tuple(values.copy() for values in (arrays.targets, arrays.target_valid, arrays.forward_returns))
+
+
+def _restore_labels(arrays: FeatureArrays, labels: tuple[np.ndarray, ...]) -> None:
+    for values, saved in zip((arrays.targets, arrays.target_valid, arrays.forward_returns), labels, strict=True):
+        values[...] = saved
 
 
 def _scores_path(out: Path, name: str, window: BacktestWindow, seed: int) -> Path:

@@ -122,3 +122,10 @@ def test_the_untrained_floor_is_spread_about_zero_and_reads_a_control_against_it
     few = shuffled_verdict(0.02, 5, UntrainedFloor((0.01, -0.02)))
     assert few.endswith(f"untrained floor: 2 seeds, {FLOOR_SEEDS} needed to read it")
     assert shuffled_verdict(0.02, 5, None).endswith(f"0 seeds, {FLOOR_SEEDS} needed to read it")
+
+
+def test_each_window_and_seed_draws_its_own_permutation_and_the_same_pair_the_same_one():
+    arrays = linear_market()
+    first, again, other = (shuffled(arrays, seed) for seed in ((3, 7), (3, 7), (3, 8)))
+    assert np.array_equal(first.targets, again.targets)
+    assert not np.array_equal(first.targets, other.targets)
