@@ -21,6 +21,7 @@ import pandas as pd
 from atft.baselines import read_oracle
 from atft.calendar import TradingCalendar
 from atft.config import PipelineConfig, load_config
+from atft.features.store import build_state
 from atft.metrics import daily_rank_ic, summarise
 from atft.registry import Registry
 from atft.warehouse import Warehouse
@@ -61,12 +62,10 @@ def _print_run(settings: PipelineConfig, as_of: date, outcome: str, message: str
     with Warehouse.of(settings.warehouse, read_only=True) as wh:
         entry = max(wh.log_entries(), key=lambda e: e.started_at)
         through = wh.last_quote_date()
-        build = wh.con.execute(
-            "SELECT table_name, manifest_sha256, built_through, rows FROM feature_builds "
-            "ORDER BY updated_at DESC LIMIT 1"
-        ).fetchall()[0]
+        build = build_state(wh.con)
     print(f"ingested  {entry.rows_inserted:,} new rows (raw_quotes through {through}), status {entry.status}")
-    print(f"features  {build[0]} through {build[2]}: {build[3]:,} rows, manifest sha256 {build[1][:16]}…")
+    print(f"features  {build.table_name} through {build.built_through}: {build.rows:,} rows, "
+          f"manifest sha256 {build.manifest_sha256[:16]}…")  # fmt: skip
     latest = registry.versions()[-1] if registry.versions() else None
     staged = sorted(settings.train.staging_dir.glob(f"{settings.name}-*"), key=lambda p: p.stat().st_mtime)[-1]
     model = json.loads((staged / "model.json").read_text())

@@ -41,12 +41,16 @@ class BuildState:
     updated_at: datetime
 
 
-def build_state(con: duckdb.DuckDBPyConnection, table: str) -> BuildState | None:
+def build_state(con: duckdb.DuckDBPyConnection, table: str | None = None) -> BuildState | None:
+    """The record of ``table``'s last build, or of the warehouse's most recent build when ``table`` is None."""
     # No DDL here: readers open the warehouse read-only.
     exists = "SELECT count(*) FROM information_schema.tables WHERE table_name = 'feature_builds'"
     if con.execute(exists).fetchall()[0][0] == 0:
         return None
-    found = con.execute("SELECT * FROM feature_builds WHERE table_name = ?", [table]).fetchall()
+    if table is None:
+        found = con.execute("SELECT * FROM feature_builds ORDER BY updated_at DESC LIMIT 1").fetchall()
+    else:
+        found = con.execute("SELECT * FROM feature_builds WHERE table_name = ?", [table]).fetchall()
     return BuildState(*found[0]) if found else None
 
 
