@@ -40,6 +40,7 @@ from atft.baselines import (
     reversal_scores,
     ridge_scores,
 )
+from atft.charts import daily_rank_ic_and_equity
 from atft.config import PipelineConfig, PortfolioConfig
 from atft.controls import leakage_warnings
 from atft.data.arrays import FeatureArrays, load_arrays
@@ -47,6 +48,7 @@ from atft.data.dataset import history_days
 from atft.evaluation import predictions_frame
 from atft.metrics import daily_ic, daily_rank_ic, evaluate_predictions, summarise
 from atft.models import ContractModel
+from atft.portfolio import simulate_long_short
 from atft.prediction import predict_days
 from atft.threads import govern
 from atft.training.session import TrainingData, initial_model, prepare_data, train_model
@@ -377,6 +379,29 @@ def daily_signal(frame: pd.DataFrame, horizons: Sequence[int]) -> pd.DataFrame:
             out[f"{source}_ic_{h}d"] = daily_ic(scores[..., k], label[..., k], mask[..., k])
             out[f"{source}_rank_ic_{h}d"] = daily_rank_ic(scores[..., k], label[..., k], mask[..., k])
     return out
+
+
+def backtest_charts(
+    frame: pd.DataFrame, summary: dict[str, Any], portfolio: PortfolioConfig, names: dict[str, str] | None = None
+) -> dict[int, bytes]:
+    """Per reported horizon, a PNG: the cumulative daily RankIC and the long-short equity after costs of every source
+    of the stitched record (the oracle left out: it is the ceiling, not a competitor)."""
+    horizons = [h for h in REPORTED_HORIZONS if h in summary["horizons"]]
+    daily = pd.DataFrame(summary["daily"]).set_index("Date")
+    label, returns = dense(frame, LABEL, horizons), dense(frame, "target", horizons)
+    charts = {}
+    for k, h in enumerate(horizons):
+        rank_ic, equity = {}, {}
+        for source in summary["metrics"]:
+            if source == "oracle":
+                continue
+            name = (names or {}).get(source, source)
+            rank_ic[name] = daily[f"{source}_rank_ic_{h}d"]
+            scores = dense(frame, SOURCES[source], horizons)[..., k]
+            book = simulate_long_short(scores, returns[..., k], pd.notna(label[..., k]), portfolio, horizon=h)
+            equity[name] = pd.Series(book.equity, index=daily.index)
+        charts[h] = daily_rank_ic_and_equity(rank_ic, equity, f"{h}d, after {portfolio.cost_bps:g} bps")
+    return charts
 
 
 def signal_means(daily: pd.DataFrame) -> dict[str, float]:

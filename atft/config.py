@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import re
 from collections.abc import Mapping, Sequence
 from datetime import date
@@ -378,6 +379,24 @@ class RetrainConfig(_Strict):
     step_days: int = Field(20, ge=1)  # sessions between retrains in a backtest replay
 
 
+class MonitorConfig(_Strict):
+    """The daily check of the champion's realised record (``monitor`` flow): degraded when the mean realised RankIC
+    of its last ``window`` judged days at ``horizon`` falls below ``rank_ic_bound``."""
+
+    window: int = Field(20, ge=2)  # judged days in the rolling mean; fewer is "warming up", not a verdict
+    rank_ic_bound: float = 0.0  # below it the champion ranks no better than chance on realised returns
+    horizon: int | None = Field(None, ge=1)  # default: train.primary_horizon
+
+
+class DriftConfig(_Strict):
+    """Input drift at scoring time: each input on the scored day against a sample of the champion's training days."""
+
+    reference_days: int = Field(60, ge=1)  # training days sampled, evenly spread, as the reference
+    warn_psi: float = Field(0.25, gt=0)  # above it an input is listed as drifted and the run warns
+    fail_psi: float | None = Field(None, gt=0)  # above it the score run fails, naming the inputs; None never fails
+    shown: int = Field(15, ge=1)  # inputs in the artifact, most drifted first
+
+
 class RegistryConfig(_Strict):
     path: Path = Path("data/registry")  # one directory per published version, plus champion.json
 
@@ -395,6 +414,8 @@ class PipelineConfig(_Strict):
     train: TrainConfig = TrainConfig()
     retrain: RetrainConfig = RetrainConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    drift: DriftConfig = DriftConfig()
     registry: RegistryConfig = RegistryConfig()
 
 
@@ -445,16 +466,23 @@ def freeze_config(path: str | Path, overrides: Mapping[str, Any], directory: str
     A run handed this file reads the same settings from start to end, however the original is edited meanwhile, and
     the file is the record of what the run used. Its name keeps the original's, so the names derived from a config's
     file (artifact keys) do not change. The same settings always give the same file."""
+    return resolve_config(path, overrides, directory)[0]
+
+
+def resolve_config(
+    path: str | Path, overrides: Mapping[str, Any] | None = None, directory: str | Path | None = None
+) -> tuple[Path, PipelineConfig]:
+    """:func:`freeze_config`'s file and the settings in it, from one parse of ``path``."""
     settings = load_config(path, overrides)
     text = yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)
     root = Path(directory) if directory is not None else settings.train.staging_dir / "configs"
     frozen = root / hashlib.sha256(text.encode()).hexdigest()[:12] / Path(path).name
     if not frozen.exists():
         frozen.parent.mkdir(parents=True, exist_ok=True)
-        staging = frozen.with_suffix(".tmp")
+        staging = frozen.with_suffix(f".{os.getpid()}.tmp")
         staging.write_text(text)
         staging.replace(frozen)  # atomic: a reader never sees half a file
-    return frozen
+    return frozen, settings
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, path: Path) -> None:

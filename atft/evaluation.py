@@ -10,6 +10,7 @@ raw forward returns.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -22,9 +23,10 @@ from atft.baselines import baseline_scores, csz_columns, dense_rows
 from atft.config import ModelConfig, PipelineConfig
 from atft.data.arrays import FeatureArrays, load_arrays
 from atft.data.dataset import history_days
-from atft.metrics import evaluate_predictions
+from atft.metrics import daily_rank_ic, evaluate_predictions
 from atft.models import ContractModel
-from atft.prediction import predict_days
+from atft.portfolio import simulate_long_short
+from atft.prediction import mean_input_weights, predict_days
 from atft.threads import govern
 from atft.training.session import Windows, prepare_data
 from schemas.manifest import FeatureManifest
@@ -36,6 +38,8 @@ class Evaluation:
     end: date
     metrics: dict[str, float]
     predictions: pd.DataFrame  # Date, Code, pred_<h>d, target_<h>d (raw forward return, NaN when unrealised)
+    curves: pd.DataFrame  # per Date: rank_ic_<h>d and equity_<h>d (the long-short book after costs)
+    input_weights: pd.Series | None = None  # mean variable-selection weight per input, when asked for and there is one
 
     @property
     def days(self) -> int:
@@ -63,8 +67,10 @@ def evaluate_model(
     config: PipelineConfig,
     start: date,
     end: date,
+    input_weights: bool = False,
 ) -> Evaluation:
-    """Predict every trading stock of every day in [start, end] and compute the metrics of ``config.evaluation``.
+    """Predict every trading stock of every day in [start, end] and compute the metrics of ``config.evaluation``;
+    with ``input_weights``, also the model's variable-selection weights averaged over the window (where it has them).
 
     Windows and graphs follow the model's own settings, as trained (a champion may predate a config change).
     """
@@ -72,9 +78,33 @@ def evaluate_model(
     # Labels up to the lag + horizon past the last day: realised ones count, unrealised ones are already invalid.
     cutoff = days[-1] + arrays.manifest.label_span(max(arrays.horizons))
     pred, label, mask = predict_days(model, arrays, days, config, label_cutoff=cutoff)
+    result = _judged(arrays, days, pred, label, mask, config, start, end)
+    weights = mean_input_weights(model, arrays, days, config) if input_weights else None
+    if weights is None:
+        return result
+    names = [f.name for f in manifest.features]
+    return dataclasses.replace(result, input_weights=pd.Series(weights, index=names, name="weight"))
+
+
+def _judged(
+    arrays: FeatureArrays,
+    days: list[int],
+    scores: np.ndarray,
+    label: np.ndarray,
+    mask: np.ndarray,
+    config: PipelineConfig,
+    start: date,
+    end: date,
+) -> Evaluation:
     returns = arrays.forward_returns[days]
-    metrics = evaluate_predictions(pred, label, mask, arrays.horizons, config.evaluation.portfolio, returns=returns)
-    return Evaluation(start, end, metrics, predictions_frame(arrays, days, pred))
+    portfolio = config.evaluation.portfolio
+    metrics = evaluate_predictions(scores, label, mask, arrays.horizons, portfolio, returns=returns)
+    curves = pd.DataFrame(index=pd.Index(arrays.dates[days].date, name="Date"))
+    for k, h in enumerate(arrays.horizons):
+        curves[f"rank_ic_{h}d"] = daily_rank_ic(scores[..., k], label[..., k], mask[..., k])
+        book = simulate_long_short(scores[..., k], returns[..., k], mask[..., k], portfolio, horizon=h)
+        curves[f"equity_{h}d"] = book.equity
+    return Evaluation(start, end, metrics, predictions_frame(arrays, days, scores), curves)
 
 
 def evaluate_baselines(
@@ -84,8 +114,8 @@ def evaluate_baselines(
     windows: Windows,
     start: date,
     end: date,
-) -> dict[str, dict[str, float]]:
-    """The metrics of each of ``config.evaluation.baselines`` on [start, end], as :func:`evaluate_model`'s.
+) -> dict[str, Evaluation]:
+    """Each of ``config.evaluation.baselines`` on [start, end], judged as :func:`evaluate_model` judges a model.
 
     Each is fitted on the training days the model trained on (``prepare_data`` of the same ``windows``, the same
     purge) and early-stopped, where it stops early, on the same validation days; it is judged on the same stock-days
@@ -94,7 +124,6 @@ def evaluate_baselines(
     training = prepare_data(con, manifest, config, windows)
     arrays, days = _window(con, manifest, config.model, start, end)
     _, label, mask = dense_rows(arrays, days)
-    returns = arrays.forward_returns[days]
     columns = csz_columns(manifest)
     threads = govern(config.train.threads).threads
     results = {}
@@ -102,9 +131,7 @@ def evaluate_baselines(
         scores = baseline_scores(
             name, training.arrays, training.train_days, training.valid.days, arrays, days, columns, threads
         )
-        results[name] = evaluate_predictions(
-            scores, label, mask, arrays.horizons, config.evaluation.portfolio, returns=returns
-        )
+        results[name] = _judged(arrays, days, scores, label, mask, config, start, end)
     return results
 
 

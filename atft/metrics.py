@@ -92,11 +92,22 @@ def hit_rate(pred: np.ndarray, label: np.ndarray, mask: np.ndarray, min_stocks: 
     counts as a miss, so a constant prediction scores 0. NaN if no day qualifies. Demeaning per day makes this a
     ranking measure: a market-wide move does not count as a hit.
     """
+    hits, counts = _hits(pred, label, mask, min_stocks)
+    return float(hits.sum() / counts.sum()) if counts.sum() else float("nan")
+
+
+def daily_hit_rate(pred: np.ndarray, label: np.ndarray, mask: np.ndarray, min_stocks: int = 5) -> np.ndarray:
+    """[D] :func:`hit_rate` of each day alone; NaN on days with fewer than ``min_stocks`` stocks."""
+    hits, counts = _hits(pred, label, mask, min_stocks)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, hits / counts, np.nan)
+
+
+def _hits(pred: np.ndarray, label: np.ndarray, mask: np.ndarray, min_stocks: int) -> tuple[np.ndarray, np.ndarray]:
+    """[D] stocks on the same side of the day's mean in pred and label, and [D] stocks counted (0 on short days)."""
     mask = _usable(pred, label, mask)
     mask = mask & (mask.sum(1) >= min_stocks)[:, None]
-    hits = (_centred(pred, mask) * _centred(label, mask) > 0).sum()
-    total = mask.sum()
-    return float(hits / total) if total else float("nan")
+    return (_centred(pred, mask) * _centred(label, mask) > 0).sum(1), mask.sum(1)
 
 
 def summarise(daily: np.ndarray) -> tuple[float, float]:

@@ -53,6 +53,29 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple
         (preds, np.nan), (labels, np.nan), (masks, False)))  # fmt: skip
 
 
+@torch.no_grad()
+def mean_input_weights(
+    model: ContractModel, arrays: FeatureArrays, days: Sequence[int], config: PipelineConfig
+) -> np.ndarray | None:
+    """[F] the variable-selection weights of ``model`` averaged over every stock of ``days``: which inputs it looks
+    at. None for a model without a variable selection network."""
+    if not all(hasattr(member, "input_weights") for member in getattr(model, "members", [model])):
+        return None
+    dataset = DayDataset(arrays, list(days), model.config.lookback, model.config.graph)
+    govern(config.train.threads)
+    device = select_device(config.train.device)
+    model.to(device).eval()
+    total, rows = None, 0
+    for batch in day_loader(dataset, config.train.days_per_batch, shuffle=False):
+        tick()
+        batch = batch.to(device)
+        x, x_mask = batch.inputs()[:2]
+        weights = model.input_weights(x, x_mask).float().sum(0)
+        total = weights if total is None else total + weights
+        rows += x.shape[0]
+    return None if total is None else (total / rows).cpu().numpy()
+
+
 def select_device(preference: str) -> torch.device:
     """The device of ``train.device``: ``auto`` takes CUDA where there is one; ``cuda`` without one is an error."""
     if preference == "cuda" and not torch.cuda.is_available():

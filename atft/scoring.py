@@ -62,7 +62,7 @@ def score_day(
     (1 = best that day, ties by Code), scored_at (UTC, naive). Rows after ``as_of`` are never read.
     """
     manifest, model = checkpoint.manifest, checkpoint.model
-    day = _day_to_score(con, manifest.table_name, as_of)
+    day = day_to_score(con, manifest.table_name, as_of)
     horizon = config.train.primary_horizon
     if horizon not in model.horizons:
         raise ScoringError(f"train.primary_horizon {horizon} is not one of {checkpoint.version}'s {model.horizons}")
@@ -110,7 +110,8 @@ def write_predictions(warehouse: Warehouse, frame: pd.DataFrame) -> None:
         con.unregister("incoming_predictions")
 
 
-def _day_to_score(con: duckdb.DuckDBPyConnection, table: str, as_of: date | None) -> date:
+def day_to_score(con: duckdb.DuckDBPyConnection, table: str, as_of: date | None) -> date:
+    """``as_of`` when ``table`` has it, the table's last day when ``as_of`` is None; ``ScoringError`` otherwise."""
     query = f"SELECT max(Date), coalesce(bool_or(Date = ?), false) FROM {table}"
     last, found = con.execute(query, [as_of]).fetchall()[0]
     if last is None:

@@ -12,7 +12,8 @@ lag of ``--lags`` is a separate replay on its own feature table. ``--warm-start 
 fine-tunings a warm-start deployment runs (:func:`atft.backtest.chained_start`). Output in ``--out``: summary.json
 (per source and horizon: IC, RankIC, their IRs, long-short Sharpe after ``cost_bps``, turnover, max drawdown;
 per-window RankIC, epochs and seconds; the RankIC difference to the best baseline with a 90% block-bootstrap
-interval), report.md, and PNG charts of the cumulative RankIC and the long-short equity per source.
+interval), report.md, PNG charts of the cumulative RankIC and the long-short equity per source, and report.html (the
+report and its charts as one standalone page).
 """
 
 from __future__ import annotations
@@ -26,20 +27,16 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import matplotlib
 import pandas as pd
-
-matplotlib.use("Agg")  # files only: no display on a benchmark host
-import matplotlib.pyplot as plt
 from harness import finish
 
 from atft.backtest import (
     REPORTED_HORIZONS,
     SOURCES,
     add_rank_average,
+    backtest_charts,
     chained_start,
     daily_signal,
-    dense,
     load_window,
     plan_backtest,
     rank_ic_differences,
@@ -48,12 +45,12 @@ from atft.backtest import (
     summarise_backtest,
 )
 from atft.baselines import csz_columns
+from atft.charts import html_page
 from atft.config import PipelineConfig, load_config, parse_overrides
 from atft.controls import SHUFFLED_RANK_IC, plant_leak, shuffle_labels
 from atft.features.build import build_features
 from atft.features.store import feature_dates
 from atft.ingest import ingest
-from atft.portfolio import simulate_long_short
 from schemas.manifest import FeatureManifest
 
 ENSEMBLE_MEMBERS = ("model", "apex", "ridge", "lightgbm")
@@ -105,33 +102,18 @@ def replay(
 
 def charts(frame: pd.DataFrame, summary: dict, settings: PipelineConfig, out: Path, tag: str) -> list[str]:
     """Cumulative daily RankIC and long-short equity per source, one PNG each per reported horizon."""
-    horizons = [h for h in REPORTED_HORIZONS if h in summary["horizons"]]
-    daily = pd.DataFrame(summary["daily"]).set_index("Date")
-    label, returns = dense(frame, "label", horizons), dense(frame, "target", horizons)
     written = []
-    for k, h in enumerate(horizons):
-        fig, (ric, equity) = plt.subplots(1, 2, figsize=(13, 4.5))
-        for source in summary["metrics"]:
-            if source == "oracle":
-                continue
-            ric.plot(
-                pd.to_datetime(daily.index), daily[f"{source}_rank_ic_{h}d"].fillna(0).cumsum(), label=NAMES[source]
-            )
-            scores = dense(frame, SOURCES[source], horizons)[..., k]
-            mask = pd.notna(label[..., k])
-            book = simulate_long_short(scores, returns[..., k], mask, settings.evaluation.portfolio, horizon=h)
-            equity.plot(pd.to_datetime(daily.index), book.equity, label=NAMES[source])
-        ric.set_title(f"cumulative daily RankIC, {h}d")
-        equity.set_title(f"long-short equity after {settings.evaluation.portfolio.cost_bps:g} bps, {h}d")
-        for axis in (ric, equity):
-            axis.grid(alpha=0.3)
-            axis.legend(fontsize=8)
-        fig.autofmt_xdate()
+    for h, image in backtest_charts(frame, summary, settings.evaluation.portfolio, NAMES).items():
         path = out / f"walkforward-{tag}-{h}d.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
+        path.write_bytes(image)
         written.append(path.name)
     return written
+
+
+def html_report(results: dict[str, Any], out: Path) -> str:
+    """``report.md``'s text and the charts of every lag, as one standalone page (the images inlined)."""
+    images = [(out / name).read_bytes() for run in results["lags"].values() for name in run["charts"]]
+    return html_page(f"Walk-forward benchmark: {results['config']}", [("Report", report(results), images)])
 
 
 def report(results: dict[str, Any]) -> str:
@@ -277,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     results["seconds"] = round(time.perf_counter() - began, 1)
     (args.out / "summary.json").write_text(json.dumps(results, indent=2, default=str))
     (args.out / "report.md").write_text(report(results))
+    (args.out / "report.html").write_text(html_report(results, args.out))
     print(report(results))
     finish(True, args.json, results)
     return 0

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.futures import as_completed
@@ -43,6 +43,7 @@ from atft.backtest import (
     REPORTED_HORIZONS,
     SOURCES,
     BacktestWindow,
+    backtest_charts,
     chained_start,
     daily_signal,
     load_window,
@@ -53,43 +54,27 @@ from atft.backtest import (
     stitch,
     summarise_backtest,
 )
-from atft.config import PipelineConfig, freeze_config, load_config
+from atft.charts import data_url, html_page
 from atft.features.store import feature_dates
 from atft.threads import core_budget
-from atft.warehouse import Warehouse
 from flows.cli import Command, alias_main, run_flow
 from flows.features import build_features
 from flows.naming import named_by_config
-from schemas.manifest import FeatureManifest
+from flows.references import BacktestRecord, FeatureRef, ReplayedWindow, RunConfig, resolve
 
 TaskRunnerName = Literal["threads", "dask"]
 
 
-def _key(config: str, suffix: str) -> str:
-    return f"backtest-{Path(config).stem}-{suffix}".replace("_", "-").lower()
-
-
-def _settings(config: str, overrides: dict[str, Any] | None) -> PipelineConfig:
-    return load_config(config, overrides)
-
-
 @task(name="replay-retrain", task_run_name="retrain-{window.as_of}", tags=["gpu"], cache_policy=NO_CACHE)
-def replay_retrain(
-    config: str,
-    features_ref: dict[str, Any],
-    window: BacktestWindow,
-    run_dir: str,
-    warehouse: str | None,
-    overrides: dict[str, Any] | None,
-) -> dict[str, Any]:
+def replay_retrain(config: RunConfig, features: FeatureRef, window: BacktestWindow, run_dir: str) -> ReplayedWindow:
     """Train the retrain of ``window.as_of``, predict its OOS sessions; returns the Parquet path and how it went.
 
     In a warm-start chain it starts from the weights of the window before, and writes its own for the next."""
     began = time.perf_counter()
     logger = get_run_logger()
-    settings = _settings(config, overrides)
-    manifest = FeatureManifest.read(features_ref["manifest_path"])
-    with Warehouse.of(settings.warehouse, warehouse, read_only=True) as wh:
+    settings = config.settings
+    manifest = features.manifest()
+    with config.warehouse() as wh:
         data = load_window(wh.con, manifest, settings, window)
     chained = settings.train.warm_start == "champion"
     previous = _weights_path(run_dir, window.index - 1)
@@ -104,17 +89,17 @@ def replay_retrain(
     result.predictions.to_parquet(path, index=False)
     means = signal_means(daily_signal(result.predictions, settings.features.horizons))
     shown = [f"{s}_rank_ic_{h}d" for h in REPORTED_HORIZONS if h in settings.features.horizons for s in SOURCES]
-    return {
-        "window": window.index,
-        "predictions_path": str(path),
-        "best_epoch": result.best_epoch,
-        "epochs_run": result.epochs_run,
-        "best_valid_rank_ic": result.best_valid_rank_ic,
-        "collapsed": result.collapsed,
-        "seconds": round(time.perf_counter() - began, 1),
-        "rank_ic": {key: means[key] for key in shown if key in means},
-        "warm_start": result.warm_start["from_version"],
-    }
+    return ReplayedWindow(
+        window=window.index,
+        predictions_path=str(path),
+        best_epoch=result.best_epoch,
+        epochs_run=result.epochs_run,
+        best_valid_rank_ic=result.best_valid_rank_ic,
+        collapsed=result.collapsed,
+        seconds=round(time.perf_counter() - began, 1),
+        rank_ic={key: means[key] for key in shown if key in means},
+        warm_start=result.warm_start["from_version"],
+    )
 
 
 def _weights_path(run_dir: str, index: int) -> Path:
@@ -123,22 +108,17 @@ def _weights_path(run_dir: str, index: int) -> Path:
 
 @flow(name="backtest-windows", flow_run_name=named_by_config("backtest-windows"))
 def replay_windows(
-    config: str,
-    features_ref: dict[str, Any],
-    windows: list[BacktestWindow],
-    run_dir: str,
-    warehouse: str | None,
-    overrides: dict[str, Any] | None,
-) -> list[dict[str, Any]]:
+    config: RunConfig, features: FeatureRef, windows: list[BacktestWindow], run_dir: str
+) -> list[ReplayedWindow]:
     """Every retrain as a task on this flow's task runner; one log line per finished window, in finishing order.
 
     A warm-start chain submits each retrain to wait for the one before it."""
     logger = get_run_logger()
-    chained = _settings(config, overrides).train.warm_start == "champion"
+    chained = config.settings.train.warm_start == "champion"
     futures: dict[Any, BacktestWindow] = {}
     for w in windows:
         after = list(futures)[-1:] if chained else None
-        futures[replay_retrain.submit(config, features_ref, w, run_dir, warehouse, overrides, wait_for=after)] = w
+        futures[replay_retrain.submit(config, features, w, run_dir, wait_for=after)] = w
     results, failed = [], []
     for future in as_completed(list(futures)):
         w = futures[future]
@@ -149,17 +129,17 @@ def replay_windows(
             logger.error("retrain %d/%d, as-of %s, failed: %s", w.index + 1, len(windows), w.as_of, exc)
             continue
         results.append(result)
-        ric = ", ".join(f"{key.replace('_rank_ic_', ' ')} {value:+.4f}" for key, value in result["rank_ic"].items())
+        ric = ", ".join(f"{key.replace('_rank_ic_', ' ')} {value:+.4f}" for key, value in result.rank_ic.items())
         logger.info(
             "retrain %d/%d done (%d of %d): as-of %s, trained %s..%s (best epoch %d of %d) in %.0f s; OOS %s..%s "
             "(%d sessions) RankIC %s",
             w.index + 1, len(windows), len(results), len(windows), w.as_of, w.retrain.train_start,
-            w.retrain.valid_end, result["best_epoch"], result["epochs_run"], result["seconds"], w.oos_start,
+            w.retrain.valid_end, result.best_epoch, result.epochs_run, result.seconds, w.oos_start,
             w.oos_end, w.oos_days, ric,
         )  # fmt: skip
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(windows)} retrains failed: {'; '.join(failed)}")
-    return sorted(results, key=lambda r: r["window"])
+    return sorted(results, key=lambda r: r.window)
 
 
 def _task_runner(name: TaskRunnerName, workers: int, address: str | None) -> TaskRunner:
@@ -188,35 +168,46 @@ def _api_for_workers() -> Any:
 
 @task(name="stitch-backtest", cache_policy=NO_CACHE)
 def stitch_backtest(
-    config: str,
-    run_dir: str,
-    windows: list[BacktestWindow],
-    results: list[dict[str, Any]],
-    overrides: dict[str, Any] | None,
-) -> dict[str, Any]:
+    config: RunConfig, run_dir: str, windows: list[BacktestWindow], results: list[ReplayedWindow]
+) -> BacktestRecord:
     """The OOS predictions of every window in one Parquet file, and their metrics in summary.json."""
-    settings = _settings(config, overrides)
-    frame = stitch([pd.read_parquet(r["predictions_path"]) for r in results])
+    settings = config.settings
+    frame = stitch([pd.read_parquet(r.predictions_path) for r in results])
     directory = Path(run_dir)
     frame.to_parquet(directory / "predictions.parquet", index=False)
-    kept = ("best_epoch", "epochs_run", "best_valid_rank_ic", "collapsed", "seconds", "warm_start")
-    training = {r["window"]: {k: r[k] for k in kept} for r in results}
+    kept = {"best_epoch", "epochs_run", "best_valid_rank_ic", "collapsed", "seconds", "warm_start"}
+    training = {r.window: r.model_dump(include=kept) for r in results}
     rows = [w.row() | training[w.index] for w in windows]
     summary = summarise_backtest(
         frame, rows, settings.features.horizons, settings.evaluation.portfolio,
         real_prices=settings.source.kind != "synthetic",
     )  # fmt: skip
     (directory / "summary.json").write_text(json.dumps(summary, indent=2))
-    return {"predictions_path": str(directory / "predictions.parquet"), "summary_path": str(directory / "summary.json")}
+    charts = backtest_charts(frame, summary, settings.evaluation.portfolio)
+    for h, image in charts.items():
+        (directory / f"chart-{h}d.png").write_bytes(image)
+    text = "\n".join(report_lines(summary))
+    (directory / "report.html").write_text(
+        html_page(f"Backtest replay: {config.stem}, {settings.model.name}",
+                  [("Stitched out-of-sample record", text, list(charts.values()))])
+    )  # fmt: skip
+    return BacktestRecord(
+        run_dir=run_dir,
+        predictions_path=str(directory / "predictions.parquet"),
+        summary_path=str(directory / "summary.json"),
+        report_path=str(directory / "report.html"),
+        charts=[str(directory / f"chart-{h}d.png") for h in charts],
+        windows=len(windows),
+    )
 
 
-def _publish(config: str, summary: dict[str, Any], header: str) -> None:
+def _publish(config: RunConfig, summary: dict[str, Any], header: str, record: BacktestRecord) -> None:
     horizons = [h for h in REPORTED_HORIZONS if h in summary["horizons"]]
     sources = list(summary["metrics"])
     rank_ics = [f"{s}_rank_ic_{h}d" for h in horizons for s in sources]
     shown = ["window", "as_of", "train", "valid", "oos", "oos_days", "best_epoch", "epochs_run", "warm_start"]
     create_table_artifact(
-        key=_key(config, "windows"),
+        key=config.key("backtest", "windows"),
         table=[{k: row[k] for k in shown} | {k: _round(row.get(k)) for k in rank_ics} for row in summary["windows"]],
         description="Retrains of the backtest: windows and OOS RankIC of the model and the baselines",
     )
@@ -226,14 +217,21 @@ def _publish(config: str, summary: dict[str, Any], header: str) -> None:
     if summary["oracle_ratio"]:
         rows.append({"source": "model / oracle"} | {m: _round(v) for m, v in summary["oracle_ratio"].items()})
     create_table_artifact(
-        key=_key(config, "summary"),
+        key=config.key("backtest", "summary"),
         table=rows,
         description=f"Stitched OOS {summary['oos_start']}..{summary['oos_end']}: model vs baselines",
     )
     report = "\n".join(report_lines(summary))
     create_markdown_artifact(
-        key=_key(config, "report"), markdown=f"### Backtest replay\n\n{header}\n\n```\n{report}\n```\n"
+        key=config.key("backtest", "report"),
+        markdown=f"### Backtest replay\n\n{header}\n\n```\n{report}\n```\n\nAs one page: `{record.report_path}`\n",
     )
+    for path in map(Path, record.charts):
+        create_image_artifact(
+            image_url=data_url(path.read_bytes()),
+            key=config.key("backtest", path.stem),
+            description=f"Stitched record: cumulative daily RankIC and long-short equity ({path})",
+        )
 
 
 def _round(value: float | None) -> float | None:
@@ -242,7 +240,7 @@ def _round(value: float | None) -> float | None:
 
 @flow(name="backtest", flow_run_name=named_by_config("backtest"))
 def backtest(
-    config: str,
+    config: str | RunConfig,
     start: date,
     end: date,
     step: int | None = None,
@@ -251,7 +249,7 @@ def backtest(
     workers: int | None = None,
     overrides: dict[str, Any] | None = None,
     dask_address: str | None = None,
-) -> dict[str, Any]:
+) -> BacktestRecord:
     """Retrain every ``step`` sessions (default ``retrain.step_days``) with as-of dates from ``start`` to ``end``; each
     model predicts the sessions up to the next retrain. ``workers``: windows at a time (default: one per core, at
     most one per window); ``overrides``: dotted config keys, e.g. ``{"train.epochs": 1}``; ``dask_address``: an
@@ -261,14 +259,14 @@ def backtest(
     Returns the run directory and the paths of the stitched predictions and of summary.json.
     """
     began = time.perf_counter()
-    given, asked = config, overrides
-    # Resolved once: every task and subflow of the replay reads this file, however the original is edited meanwhile.
-    config, overrides = str(freeze_config(given, asked or {})), None
-    settings = load_config(config)
+    given = getattr(config, "path", config)
+    # Resolved once: every task and subflow of the replay takes these settings, however the YAML is edited meanwhile.
+    config = resolve(config, warehouse, overrides)
+    settings = config.settings
     step = step or settings.retrain.step_days
-    features_ref = build_features(config=config, warehouse=warehouse)
-    manifest = FeatureManifest.read(features_ref["manifest_path"])
-    with Warehouse.of(settings.warehouse, warehouse, read_only=True) as wh:
+    features = build_features(config=config)
+    manifest = features.manifest()
+    with config.warehouse() as wh:
         dates = feature_dates(wh.con, manifest.table_name)
     windows = plan_backtest(dates, start, end, step, settings, manifest.warm_up)
     run_dir = settings.train.staging_dir / f"backtest-{flow_run.id}"
@@ -281,7 +279,7 @@ def backtest(
         # Windows at a time share the cores, each on a pinned share of them: windows on the thread runner are in one
         # process, where the thread policy cannot tell them from each other. The same count on both runners gives
         # the same numbers.
-        overrides = (overrides or {}) | {"train.threads": max(1, budget.usable // parallel)}
+        config = resolve(config, overrides={"train.threads": max(1, budget.usable // parallel)})
     logger = get_run_logger()
     logger.info(
         "backtest of %s: %d retrains every %d sessions, as-of %s..%s, %s%s",
@@ -292,18 +290,19 @@ def backtest(
     )  # fmt: skip
     replay = replay_windows.with_options(task_runner=_task_runner(task_runner, parallel, dask_address))
     with _api_for_workers() if task_runner == "dask" else nullcontext():
-        results = replay(config, features_ref, windows, str(run_dir), warehouse, overrides)
-    paths = stitch_backtest(config, str(run_dir), windows, results, overrides)
-    summary = json.loads(Path(paths["summary_path"]).read_text())
+        results = replay(config, features, windows, str(run_dir))
+    record = stitch_backtest(config, str(run_dir), windows, results)
+    summary = json.loads(Path(record.summary_path).read_text())
     where = f"the Dask cluster at {dask_address}" if dask_address else f"{task_runner} ({parallel} at a time)"
     header = (
-        f"`{given}` with overrides {asked or 'none'} (resolved into `{config}`), {settings.model.name}, {len(windows)} "
+        f"`{given}` with overrides {overrides or 'none'} (resolved into `{config.path}`), {settings.model.name}, "
+        f"{len(windows)} "
         f"retrains every {step} sessions on {where}, {time.perf_counter() - began:.0f} s; record in `{run_dir}`"
     )
-    _publish(config, summary, header)
+    _publish(config, summary, header, record)
     for line in report_lines(summary):
         logger.log(logging.WARNING if line in summary["warnings"] else logging.INFO, line)
-    return {"run_dir": str(run_dir), **paths, "windows": len(windows)}
+    return record
 
 
 def _backtest_arguments(parser: argparse.ArgumentParser) -> None:
@@ -315,7 +314,7 @@ def _backtest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dask-address", help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
 
 
-def _run(config: str, args: argparse.Namespace) -> int:
+def _run(config: RunConfig, args: argparse.Namespace) -> int:
     logging.getLogger("distributed").setLevel(logging.WARNING)  # the cluster's INFO lines would bury the progress
     began = time.perf_counter()
     state, code = run_flow(backtest, config=config, start=args.start, end=args.end, step=args.step,
@@ -323,10 +322,10 @@ def _run(config: str, args: argparse.Namespace) -> int:
                            dask_address=args.dask_address)  # fmt: skip
     if code:
         return code
-    result = state.result()
-    print("\n".join(report_lines(json.loads(Path(result["summary_path"]).read_text()))))
-    print(f"\n{time.perf_counter() - began:.0f} s; predictions {result['predictions_path']}")
-    print(f"summary {result['summary_path']}")
+    record = state.result()
+    print("\n".join(report_lines(json.loads(Path(record.summary_path).read_text()))))
+    print(f"\n{time.perf_counter() - began:.0f} s; predictions {record.predictions_path}")
+    print(f"summary {record.summary_path}")
     return 0
 
 

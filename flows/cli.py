@@ -2,9 +2,10 @@
 
 Each flow module declares a :class:`Command` (its own options and how to run it). ``atft <name>`` (``flows.command``)
 and ``python -m flows.<name>`` (the older spelling, kept as an alias) both parse the same options: ``--config``,
-``--set KEY=VALUE`` and ``--warehouse``, which is ``--set warehouse.path=...``. With any override the config is
-resolved once into a frozen file (:func:`atft.config.freeze_config`) and the flow runs on that file, so every task of
-the run reads the same settings. Cron and CI read only the exit code, so a run that failed must not exit 0.
+``--set KEY=VALUE`` and ``--warehouse``, which is ``--set warehouse.path=...``. The config and its overrides are
+resolved once into a :class:`~flows.references.RunConfig` (a frozen file and its settings) and the flow runs on it,
+so every task of the run reads the same settings. Cron and CI read only the exit code, so a run that failed must not
+exit 0.
 """
 
 from __future__ import annotations
@@ -13,24 +14,27 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import Flow
 from prefect.states import State
+from pydantic import BaseModel, ValidationError
 
-from atft.config import ConfigError, freeze_config, parse_overrides
+from atft.config import ConfigError, parse_overrides
+from flows.references import RunConfig, resolve
 
 DEFAULT_CONFIG = "deployments/demo.yaml"
+R = TypeVar("R", bound=BaseModel)
 
 
 @dataclass(frozen=True)
 class Command:
-    """A flow as a command: ``run(config_path, args)`` returns the exit code; ``add_arguments`` adds its own options."""
+    """A flow as a command: ``run(config, args)`` returns the exit code; ``add_arguments`` adds its own options."""
 
     name: str
     summary: str
     example: str
-    run: Callable[[str, argparse.Namespace], int]
+    run: Callable[[RunConfig, argparse.Namespace], int]
     add_arguments: Callable[[argparse.ArgumentParser], None] = lambda _: None
 
 
@@ -48,14 +52,14 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def execute(command: Command, args: argparse.Namespace) -> int:
-    """Resolve the config of ``args`` (frozen when anything overrides it) and run ``command``; a bad config or
-    override is a clear message and exit code 2, before anything runs."""
-    config = args.config or DEFAULT_CONFIG
+    """Resolve the config of ``args`` once and run ``command`` on it; a bad config or override is a clear message and
+    exit code 2, before anything runs."""
+    given = args.config or DEFAULT_CONFIG
     try:
         overrides = parse_overrides(args.set) | ({"warehouse.path": args.warehouse} if args.warehouse else {})
+        config = resolve(given, overrides=overrides)
         if overrides:
-            config = str(freeze_config(config, overrides))
-            print(f"config {args.config or DEFAULT_CONFIG} with {overrides} resolved into {config}")
+            print(f"config {given} with {overrides} resolved into {config.path}")
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -72,6 +76,19 @@ def alias_main(command: Command, argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     args.config = args.config or args.config_path
     return execute(command, args)
+
+
+def reference(kind: type[R]) -> Callable[[str], R]:
+    """An argparse ``type`` reading a reference (say a :class:`~flows.references.StagedModel`) from its JSON; a bad
+    one is a usage error, exit code 2, with pydantic's list of what is wrong."""
+
+    def read(text: str) -> R:
+        try:
+            return kind.model_validate_json(text)
+        except ValidationError as exc:
+            raise argparse.ArgumentTypeError(f"not a {kind.__name__} (JSON): {exc}") from None
+
+    return read
 
 
 def exit_code(state: State) -> int:

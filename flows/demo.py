@@ -20,12 +20,13 @@ import pandas as pd
 
 from atft.baselines import read_oracle
 from atft.calendar import TradingCalendar
-from atft.config import PipelineConfig, load_config
+from atft.config import PipelineConfig
 from atft.features.store import build_state
 from atft.metrics import daily_rank_ic, summarise
 from atft.registry import Registry
 from atft.warehouse import Warehouse
-from flows.cli import Command, alias_main, run_flow
+from flows.cli import DEFAULT_CONFIG, Command, alias_main, run_flow
+from flows.references import RunConfig
 from flows.retrain import rolling_retrain
 
 LAST_AS_OF = date(2024, 12, 27)  # the demo market's last Friday
@@ -35,8 +36,8 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fresh", action="store_true", help="start from an empty warehouse, registry and staging")
 
 
-def _run(config: str, args: argparse.Namespace) -> int:
-    settings = load_config(config)
+def _run(config: RunConfig, args: argparse.Namespace) -> int:
+    settings = config.settings
     if args.fresh:
         for path in (settings.warehouse.path, Path(f"{settings.warehouse.path}.wal")):
             path.unlink(missing_ok=True)
@@ -53,7 +54,7 @@ def _run(config: str, args: argparse.Namespace) -> int:
         if code:
             return code  # a failed run may have staged nothing to show, and the challenger would face no champion
         _print_run(settings, as_of, state.name, state.message)
-    _print_next(config, settings, time.perf_counter() - began)
+    _print_next(args.config or DEFAULT_CONFIG, settings, time.perf_counter() - began)
     return 0
 
 

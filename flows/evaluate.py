@@ -1,9 +1,9 @@
 """The ``evaluate`` flow: score a staged challenger, and the champion, on one held-out window; apply the gates.
 
     from flows.evaluate import evaluate
-    verdict = evaluate(config="deployments/demo.yaml", model_ref=staged, eval_start=..., eval_end=...)
+    verdict = evaluate(config="deployments/demo.yaml", staged=staged, eval_start=..., eval_end=...)
 
-``model_ref`` is what ``train`` returned. The challenger's metrics, gate report and predictions are written
+``staged`` is what ``train`` returned. The challenger's metrics, gate report and predictions are written
 next to its staged weights; the flow returns their paths and the verdict, never the predictions themselves.
 Artifacts: one metrics table per horizon (challenger, champion and the ``evaluation.baselines`` side by side) and
 the gate table.
@@ -19,96 +19,123 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_image_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from atft.config import PipelineConfig, load_config
+from atft.charts import daily_rank_ic_and_equity, data_url, input_weights, training_curves
+from atft.config import PipelineConfig
 from atft.evaluation import Evaluation, evaluate_baselines, evaluate_model
 from atft.gates import evaluate_gates, parse_gates
 from atft.metrics import HORIZON_METRICS
 from atft.registry import CheckpointRefused, EmptyRegistry, Registry, RegistryError
-from atft.training.session import Windows, load_staged
-from atft.warehouse import Warehouse
-from flows.cli import run_flow
+from atft.registry.integrity import HISTORY
+from atft.training.session import load_staged
+from flows.cli import reference, run_flow
 from flows.naming import named_by_config
-from flows.train import check_feature_contract
-from schemas.manifest import FeatureManifest
+from flows.references import GateVerdict, RunConfig, StagedModel, resolve
+from flows.train import checked
 
-EVALUATION_DIR = "evaluation"  # in the staged directory: metrics.json, baselines.json, gates.json, predictions.parquet
-
-
-def _key(config: str, suffix: str) -> str:
-    return f"evaluate-{Path(config).stem}-{suffix}".replace("_", "-").lower()
+# In the staged directory: metrics.json, baselines.json, gates.json, predictions.parquet, the daily curves of every
+# source (curves-<source>.parquet), the challenger's input weights and the charts (chart-<name>.png).
+EVALUATION_DIR = "evaluation"
 
 
 @task(name="score-challenger", cache_policy=NO_CACHE, timeout_seconds=3600)
-def score_challenger(
-    config: str, model_ref: dict[str, Any], eval_start: date, eval_end: date, warehouse: str | None
-) -> dict[str, Any]:
+def score_challenger(config: RunConfig, staged: StagedModel, eval_start: date, eval_end: date) -> dict[str, float]:
     """The staged model's metrics on the window; predictions go to Parquet beside its weights."""
-    settings = load_config(config)
-    manifest = FeatureManifest.read(model_ref["manifest_path"])
-    with Warehouse.of(settings.warehouse, warehouse, read_only=True) as wh:
-        result = evaluate_model(
-            wh.con, load_staged(Path(model_ref["staging_dir"]), manifest), manifest, settings, eval_start, eval_end
-        )
-    directory = Path(model_ref["staging_dir"]) / EVALUATION_DIR
-    directory.mkdir(exist_ok=True)
+    settings = config.settings
+    manifest = staged.features.manifest()
+    with config.warehouse() as wh:
+        model = load_staged(Path(staged.staging_dir), manifest)
+        result = evaluate_model(wh.con, model, manifest, settings, eval_start, eval_end, input_weights=True)
+    directory = _evaluation_dir(staged)
     result.predictions.to_parquet(directory / "predictions.parquet", index=False)
+    result.curves.to_parquet(directory / "curves-challenger.parquet")
+    if result.input_weights is not None:
+        result.input_weights.to_frame().to_parquet(directory / "input-weights.parquet")
     _log_summary("challenger", result, settings)
     return result.metrics
 
 
+def _evaluation_dir(staged: StagedModel) -> Path:
+    directory = Path(staged.staging_dir) / EVALUATION_DIR
+    directory.mkdir(exist_ok=True)
+    return directory
+
+
 @task(name="score-champion", cache_policy=NO_CACHE, timeout_seconds=3600)
-def score_champion(
-    config: str, model_ref: dict[str, Any], eval_start: date, eval_end: date, warehouse: str | None
-) -> dict[str, Any] | None:
+def score_champion(config: RunConfig, staged: StagedModel, eval_start: date, eval_end: date) -> dict[str, Any] | None:
     """The current champion's metrics on the same window, or None (with the reason logged) when there is none
     or it cannot read today's feature table (a retrain after a feature change has nothing to be compared with)."""
     logger = get_run_logger()
-    settings = load_config(config)
+    settings = config.settings
     registry = Registry(settings.registry.path)
-    with Warehouse.of(settings.warehouse, warehouse, read_only=True) as wh:
+    table = staged.features.table
+    with config.warehouse() as wh:
         try:
-            champion = registry.load(con=wh.con, table=model_ref["table"])
+            champion = registry.load(con=wh.con, table=table)
         except EmptyRegistry:
             logger.info("no champion yet in %s: the challenger is judged by the gates alone", settings.registry.path)
             return None
         except CheckpointRefused as exc:
-            logger.warning("the champion cannot be scored on %s, so it is not compared: %s", model_ref["table"], exc)
+            logger.warning("the champion cannot be scored on %s, so it is not compared: %s", table, exc)
             return None
         except RegistryError as exc:
             logger.info("no champion to compare with: %s", exc)
             return None
         result = evaluate_model(wh.con, champion.model, champion.manifest, settings, eval_start, eval_end)
+    result.curves.to_parquet(_evaluation_dir(staged) / f"curves-champion-{champion.version.lower()}.parquet")
     _log_summary(f"champion {champion.version}", result, settings)
     return {"version": champion.version, "metrics": result.metrics}
 
 
 @task(name="score-baselines", cache_policy=NO_CACHE, timeout_seconds=3600)
 def score_baselines(
-    config: str, model_ref: dict[str, Any], eval_start: date, eval_end: date, warehouse: str | None
+    config: RunConfig, staged: StagedModel, eval_start: date, eval_end: date
 ) -> dict[str, dict[str, float]]:
     """Each of ``evaluation.baselines`` fitted on the challenger's own training window, scored on the same window."""
-    settings = load_config(config)
+    settings = config.settings
     if not settings.evaluation.baselines:
         return {}
-    manifest = FeatureManifest.read(model_ref["manifest_path"])
-    windows = Windows(**{k: _as_date(v) for k, v in model_ref["windows"].items()})
-    with Warehouse.of(settings.warehouse, warehouse, read_only=True) as wh:
-        results = evaluate_baselines(wh.con, manifest, settings, windows, eval_start, eval_end)
+    with config.warehouse() as wh:
+        results = evaluate_baselines(wh.con, staged.features.manifest(), settings, staged.windows, eval_start, eval_end)
     h = settings.train.primary_horizon
-    for name, metrics in results.items():
+    for name, result in results.items():
+        result.curves.to_parquet(_evaluation_dir(staged) / f"curves-{name}.parquet")
         get_run_logger().info(
             "baseline %s on %s..%s: RankIC %dd %.4f, long-short Sharpe %.2f",
-            name, eval_start, eval_end, h, metrics[f"rank_ic_{h}d"], metrics[f"ls_sharpe_{h}d"],
+            name, eval_start, eval_end, h, result.metrics[f"rank_ic_{h}d"], result.metrics[f"ls_sharpe_{h}d"],
         )  # fmt: skip
-    return results
+    return {name: result.metrics for name, result in results.items()}
 
 
-def _as_date(value: date | str) -> date:
-    return value if isinstance(value, date) else date.fromisoformat(value)
+@task(name="draw-evaluation", cache_policy=NO_CACHE)
+def draw_evaluation(config: RunConfig, staged: StagedModel) -> list[str]:
+    """The pictures of the evaluation, as PNG files beside it and as image artifacts: training curves, the window's
+    daily RankIC and long-short equity of every source, and the inputs the challenger looks at. Returns the paths."""
+    directory = _evaluation_dir(staged)
+    h = config.settings.train.primary_horizon
+    charts = {"training": training_curves(json.loads((Path(staged.staging_dir) / HISTORY).read_text()))}
+    curves = {path.stem.removeprefix("curves-"): pd.read_parquet(path) for path in sorted(directory.glob("curves-*"))}
+    charts["evaluation"] = daily_rank_ic_and_equity(
+        {who: frame[f"rank_ic_{h}d"] for who, frame in curves.items()},
+        {who: frame[f"equity_{h}d"] for who, frame in curves.items()},
+        f"{h}d, evaluation window",
+    )
+    weights = directory / "input-weights.parquet"
+    if weights.exists():
+        groups = {f.name: f.group for f in staged.features.manifest().features}
+        charts["inputs"] = input_weights(pd.read_parquet(weights)["weight"], groups)
+    paths = []
+    for name, image in charts.items():
+        path = directory / f"chart-{name}.png"
+        path.write_bytes(image)
+        create_image_artifact(image_url=data_url(image), key=config.key("evaluate", f"chart-{name}"),
+                              description=f"{staged.model} {name} ({path})")  # fmt: skip
+        paths.append(str(path))
+    return paths
 
 
 def _log_summary(who: str, result: Evaluation, settings: PipelineConfig) -> None:
@@ -122,7 +149,7 @@ def _log_summary(who: str, result: Evaluation, settings: PipelineConfig) -> None
 
 
 def _metric_tables(
-    config: str,
+    config: RunConfig,
     metrics: dict[str, float],
     champion: dict[str, Any] | None,
     baselines: dict[str, dict[str, float]],
@@ -135,7 +162,9 @@ def _metric_tables(
         rows = []
         for base in HORIZON_METRICS:
             rows.append({"metric": base} | {who: _number(m[f"{base}_{h}d"]) for who, m in columns.items()})
-        create_table_artifact(key=_key(config, f"metrics-{h}d"), table=rows, description=f"Held-out metrics, {h}d")
+        create_table_artifact(
+            key=config.key("evaluate", f"metrics-{h}d"), table=rows, description=f"Held-out metrics, {h}d"
+        )
 
 
 def _number(value: float) -> float | None:
@@ -144,23 +173,25 @@ def _number(value: float) -> float | None:
 
 @flow(name="evaluate", flow_run_name=named_by_config("evaluate"))
 def evaluate(
-    config: str, model_ref: dict[str, Any], eval_start: date, eval_end: date, warehouse: str | None = None
-) -> dict[str, Any]:
+    config: str | RunConfig, staged: StagedModel, eval_start: date, eval_end: date, warehouse: str | None = None
+) -> GateVerdict:
     """Metrics and gates of the staged challenger on [eval_start, eval_end], against the champion if any.
 
-    Returns ``{"passed", "reasons", "gates", "metrics_path", "gates_path", "predictions_path", "champion", ...}``.
+    Returns the verdict and the paths of the metrics, baselines, gates and predictions written beside the weights.
     """
-    settings = load_config(config)
+    config = resolve(config, warehouse)
+    settings = config.settings
     horizons = list(settings.features.horizons)
     parse_gates(settings.evaluation, horizons)  # a typo in a gate fails here, before any scoring
-    check_feature_contract(config, model_ref, warehouse)
-    metrics = score_challenger(config, model_ref, eval_start, eval_end, warehouse)
-    champion = score_champion(config, model_ref, eval_start, eval_end, warehouse)
-    baselines = score_baselines(config, model_ref, eval_start, eval_end, warehouse)
+    staged = staged.model_copy(update={"features": checked(config, staged.features)})
+    metrics = score_challenger(config, staged, eval_start, eval_end)
+    champion = score_champion(config, staged, eval_start, eval_end)
+    baselines = score_baselines(config, staged, eval_start, eval_end)
+    charts = draw_evaluation(config, staged)
     report = evaluate_gates(
         metrics, settings.evaluation, horizons, None if champion is None else champion["metrics"], baselines
     )
-    directory = Path(model_ref["staging_dir"]) / EVALUATION_DIR
+    directory = Path(staged.staging_dir) / EVALUATION_DIR
     (directory / "metrics.json").write_text(json.dumps(_json_metrics(metrics), indent=2))
     (directory / "baselines.json").write_text(
         json.dumps({name: _json_metrics(m) for name, m in baselines.items()}, indent=2)
@@ -168,25 +199,25 @@ def evaluate(
     (directory / "gates.json").write_text(json.dumps(report.to_dict(), indent=2))
     _metric_tables(config, metrics, champion, baselines, horizons)
     create_table_artifact(
-        key=_key(config, "gates"),
+        key=config.key("evaluate", "gates"),
         table=report.to_rows(),
         description=f"Gates: {'PASSED' if report.passed else 'REJECTED'}",
     )
     logger = get_run_logger()
     for line in report.lines:
         logger.info("%s %s", "PASS" if line.passed else "FAIL", line.reason)
-    return {
-        "passed": report.passed,
-        "reasons": report.reasons(),
-        "gates": report.to_dict(),
-        "metrics_path": str(directory / "metrics.json"),
-        "baselines_path": str(directory / "baselines.json"),
-        "gates_path": str(directory / "gates.json"),
-        "predictions_path": str(directory / "predictions.parquet"),
-        "champion": None if champion is None else champion["version"],
-        "eval_start": eval_start,
-        "eval_end": eval_end,
-    }
+    return GateVerdict(
+        passed=report.passed,
+        reasons=report.reasons(),
+        champion=None if champion is None else champion["version"],
+        eval_start=eval_start,
+        eval_end=eval_end,
+        metrics_path=str(directory / "metrics.json"),
+        baselines_path=str(directory / "baselines.json"),
+        gates_path=str(directory / "gates.json"),
+        predictions_path=str(directory / "predictions.parquet"),
+        charts=charts,
+    )
 
 
 def _json_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
@@ -196,19 +227,19 @@ def _json_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Evaluate a staged model and apply the gates.")
     parser.add_argument("config")
-    parser.add_argument("model_ref", help="JSON of the train flow's result")
+    parser.add_argument("staged", type=reference(StagedModel), help="JSON of the train flow's result")
     parser.add_argument("--eval-start", type=date.fromisoformat, required=True)
     parser.add_argument("--eval-end", type=date.fromisoformat, required=True)
     args = parser.parse_args(argv)
     state, code = run_flow(
         evaluate,
         config=args.config,
-        model_ref=json.loads(args.model_ref),
+        staged=args.staged,
         eval_start=args.eval_start,
         eval_end=args.eval_end,
     )
     if code == 0:
-        print(state.result())
+        print(state.result().model_dump_json(indent=2))
     return code
 
 

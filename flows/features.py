@@ -1,7 +1,7 @@
 """The ``build-features`` flow: the versioned, validated feature table of a pipeline config.
 
 from flows.features import build_features
-ref = build_features(config="deployments/demo.yaml")   # {"table": "features_…", "manifest_sha256": …}
+ref = build_features(config="deployments/demo.yaml")   # FeatureRef(table="features_…", manifest_sha256=…)
 """
 
 from __future__ import annotations
@@ -19,46 +19,39 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import TaskRunContext
 
-from atft.config import load_config
 from atft.features.build import FeatureBuild, still_current
 from atft.features.build import build_features as run_feature_build
 from atft.features.catalogue import FEATURE_CODE_VERSION
 from atft.features.store import history_fingerprint
-from atft.warehouse import Warehouse
 from flows.cli import Command, alias_main, run_flow
 from flows.naming import named_by_config
+from flows.references import FeatureRef, RunConfig, resolve
 from schemas.feature_table import FeatureValidationError
-
-
-def _artifact_key(config: str, suffix: str) -> str:
-    return f"features-{Path(config).stem}-{suffix}".replace("_", "-").lower()
 
 
 def feature_cache_key(_: TaskRunContext, parameters: dict[str, Any]) -> str | None:
     """The history the build reads (the library's fingerprint of the quotes through ``as_of`` and of the listings),
     the feature code version and settings, and the warehouse: the same inputs give the same table, so a re-run is
     served from the cache."""
-    settings = load_config(parameters["config"])
-    path = Path(parameters["warehouse"] or settings.warehouse.path)
+    settings = parameters["config"].settings
+    path = Path(settings.warehouse.path)
     if not path.exists():
         return None
-    with Warehouse.of(settings.warehouse, path, read_only=True) as wh:
+    with parameters["config"].warehouse() as wh:
         history = history_fingerprint(wh, parameters["as_of"])
     inputs = [history, FEATURE_CODE_VERSION, settings.features.model_dump_json(), str(path.resolve())]
     return hashlib.sha256(json.dumps(inputs, default=str).encode()).hexdigest()
 
 
 @task(name="build-feature-table", timeout_seconds=2 * 3600, cache_key_fn=feature_cache_key, persist_result=True)
-def build_feature_table(config: str, as_of: date | None, warehouse: str | None) -> dict[str, Any]:
+def build_feature_table(config: RunConfig, as_of: date | None) -> dict[str, Any]:
     """Build or update the table and validate it in the same transaction; returns the build summary."""
     try:
-        build = run_feature_build(
-            load_config(config), as_of=as_of, warehouse=warehouse, on_progress=get_run_logger().info
-        )
+        build = run_feature_build(config.settings, as_of=as_of, on_progress=get_run_logger().info)
     except FeatureValidationError as exc:
         # The failing checks are the report a person needs; the run then fails with them.
         create_table_artifact(
-            key=_artifact_key(config, "validation"),
+            key=config.key("features", "validation"),
             table=exc.report.rows(),
             description="Feature validation FAILED: nothing was written",
         )
@@ -66,21 +59,21 @@ def build_feature_table(config: str, as_of: date | None, warehouse: str | None) 
     return asdict(build)
 
 
-def _publish(config: str, build: FeatureBuild) -> None:
+def _publish(config: RunConfig, build: FeatureBuild) -> None:
     create_table_artifact(
-        key=_artifact_key(config, "groups"),
+        key=config.key("features", "groups"),
         table=[{"group": group, "columns": n} for group, n in build.groups.items()]
         + [{"group": "total inputs", "columns": build.width}],
         description=f"Input features of {build.table} by group",
     )
     if build.validation:
         create_table_artifact(
-            key=_artifact_key(config, "validation"),
+            key=config.key("features", "validation"),
             table=build.validation,
             description=f"Validation of the rows written to {build.table}: passed",
         )
     create_markdown_artifact(
-        key=_artifact_key(config, "manifest"),
+        key=config.key("features", "manifest"),
         markdown=(
             f"### Feature manifest\n\n"
             f"| | |\n|---|---|\n| table | `{build.table}` |\n| manifest sha256 | `{build.manifest_sha256}` |\n"
@@ -94,37 +87,33 @@ def _publish(config: str, build: FeatureBuild) -> None:
 
 @flow(name="build-features", flow_run_name=named_by_config("features"))
 def build_features(
-    config: str = "deployments/demo.yaml",
+    config: str | RunConfig = "deployments/demo.yaml",
     as_of: date | None = None,
     warehouse: str | None = None,
-) -> dict[str, Any]:
+) -> FeatureRef:
     """Build or bring up to date the feature table through ``as_of`` (default: the last ingested day).
 
     Returns a reference: the table name, the manifest hash and path, and the last day built.
     """
-    build = FeatureBuild(**build_feature_table(config, as_of, warehouse))
-    if not still_current(warehouse or load_config(config).warehouse.path, build, get_run_logger().info):
+    config = resolve(config, warehouse)
+    build = FeatureBuild(**build_feature_table(config, as_of))
+    if not still_current(config.settings.warehouse.path, build, get_run_logger().info):
         # A cached build the table no longer matches (dropped, or rebuilt shorter in a fresh warehouse): build again.
-        build = FeatureBuild(**build_feature_table.with_options(refresh_cache=True)(config, as_of, warehouse))
+        build = FeatureBuild(**build_feature_table.with_options(refresh_cache=True)(config, as_of))
     _publish(config, build)
     get_run_logger().info(build.summary())
-    return {
-        "table": build.table,
-        "manifest_sha256": build.manifest_sha256,
-        "manifest_path": build.manifest_path,
-        "through": build.through,
-        "mode": build.mode,
-    }
+    return FeatureRef(table=build.table, manifest_sha256=build.manifest_sha256, manifest_path=build.manifest_path,
+                      through=build.through, mode=build.mode)  # fmt: skip
 
 
 def _features_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--as-of", type=date.fromisoformat, help="last day to build (default: last ingested)")
 
 
-def _run(config: str, args: argparse.Namespace) -> int:
+def _run(config: RunConfig, args: argparse.Namespace) -> int:
     state, code = run_flow(build_features, config=config, as_of=args.as_of)
     if code == 0:
-        print(state.result())
+        print(state.result().model_dump_json(indent=2))
     return code
 
 

@@ -20,12 +20,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from atft.calendar import TradingCalendar
-from atft.config import JQuantsSourceConfig, PipelineConfig, load_config
+from atft.config import JQuantsSourceConfig, PipelineConfig
 from atft.ingest import IngestReport
 from atft.ingest import ingest as run_ingest
 from atft.sources.base import MarketSource, TransientSourceError
 from flows.cli import Command, alias_main, run_flow
 from flows.naming import named_by_config
+from flows.references import RunConfig, resolve
 
 
 def _retry_transient_only(task: Any, task_run: Any, state: Any) -> bool:
@@ -59,19 +60,17 @@ def _source_with_secret(settings: PipelineConfig) -> MarketSource | None:
     timeout_seconds=4 * 3600,
     cache_policy=NO_CACHE,  # an ingest must always look at the source again
 )
-def load_market_data(config: str, start: date | None, end: date | None, warehouse: str | None) -> dict[str, Any]:
+def load_market_data(config: RunConfig, start: date | None, end: date | None) -> IngestReport:
     """Validate and merge one window of quotes in a single warehouse transaction; returns the run summary."""
-    settings = load_config(config)
-    report = run_ingest(
+    settings = config.settings
+    return run_ingest(
         settings,
         start=start,
         end=end,
-        warehouse=warehouse,
         source=_source_with_secret(settings),
         run_id=flow_run.id,  # links the ingest log to the Prefect run; None outside a flow run
         on_progress=get_run_logger().info,
     )
-    return report.as_dict()
 
 
 def _publish_artifacts(report: IngestReport) -> None:
@@ -111,17 +110,16 @@ def _publish_artifacts(report: IngestReport) -> None:
 
 @flow(name="ingest", flow_run_name=named_by_config("ingest"))
 def ingest(
-    config: str = "deployments/demo.yaml",
+    config: str | RunConfig = "deployments/demo.yaml",
     start: date | None = None,
     end: date | None = None,
     warehouse: str | None = None,
-) -> dict[str, Any]:
+) -> IngestReport:
     """Ingest ``start``..``end`` (default: since the last ingested trading day) into the configured warehouse.
 
     ``warehouse`` overrides the config's warehouse path. Returns the ingest summary (counts, dates, hash).
     """
-    summary = load_market_data(config, start, end, warehouse)
-    report = IngestReport(**summary)
+    report = load_market_data(resolve(config, warehouse), start, end)
     _publish_artifacts(report)
     get_run_logger().info(
         "%s: %s rows inserted, %s updated, %s rejected; raw_quotes sha256 %s",
@@ -131,7 +129,7 @@ def ingest(
         f"{report.rows_rejected:,}",
         report.content_hash[:16],
     )
-    return summary
+    return report
 
 
 def _ingest_arguments(parser: argparse.ArgumentParser) -> None:
@@ -139,10 +137,10 @@ def _ingest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--end", type=date.fromisoformat, help="last day (default: the source's end)")
 
 
-def _run(config: str, args: argparse.Namespace) -> int:
+def _run(config: RunConfig, args: argparse.Namespace) -> int:
     state, code = run_flow(ingest, config=config, start=args.start, end=args.end)
     if code == 0:
-        print(IngestReport(**state.result()).summary())
+        print(state.result().summary())
     return code
 
 

@@ -9,8 +9,11 @@ from prefect.runtime import flow_run
 
 
 def config_stem() -> str:
-    """The running flow's config file name without its suffix: ``demo`` for ``deployments/demo.yaml``."""
-    return Path(flow_run.parameters.get("config", "config")).stem
+    """The running flow's config file name without its suffix: ``demo`` for ``deployments/demo.yaml``, or for the
+    :class:`~flows.references.RunConfig` resolved from it."""
+    config = flow_run.parameters.get("config", "config")
+    path = getattr(config, "path", None) or (config.get("path") if isinstance(config, dict) else config)
+    return Path(str(path)).stem
 
 
 def named_by_config(prefix: str) -> Callable[[], str]:

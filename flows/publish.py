@@ -1,12 +1,13 @@
 """The ``publish`` flow: a challenger that passed every gate becomes a registry version and the champion.
 
     from flows.publish import publish
-    outcome = publish(config="deployments/demo.yaml", model_ref=staged, gate_result=verdict)
+    outcome = publish(config="deployments/demo.yaml", staged=staged, verdict=verdict)
 
-``gate_result`` is what ``evaluate`` returned. A rejected challenger is not published: the run ends as
-``Completed(name="GateRejected")`` with the failing gates as its message. The registry writes the version
-atomically (a killed publish leaves the previous champion in place and no partial version visible); the
-flow writes, promotes and test-loads it in one Prefect transaction, so a failure after the write is rolled back.
+``staged`` is what ``train`` returned and ``verdict`` what ``evaluate`` returned. A rejected challenger is not
+published: the run ends as ``Completed(name="GateRejected")`` with the failing gates as its message. The registry
+writes the version atomically (a killed publish leaves the previous champion in place and no partial version
+visible); the flow writes, promotes and test-loads it in one Prefect transaction, so a failure after the write is
+rolled back.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
@@ -24,35 +25,31 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
 from prefect.transactions import Transaction, get_transaction, transaction
 
-from atft.config import load_config
 from atft.registry import Registry
-from atft.warehouse import Warehouse
-from flows.cli import run_flow
+from flows.cli import reference, run_flow
 from flows.naming import named_by_config
-from schemas.manifest import FeatureManifest
-
-
-def _key(config: str, suffix: str) -> str:
-    return f"publish-{Path(config).stem}-{suffix}".replace("_", "-").lower()
+from flows.references import GateVerdict, PublishedVersion, RunConfig, StagedModel, resolve
 
 
 @task(name="register-version", cache_policy=NO_CACHE)
-def register_version(config: str, model_ref: dict[str, Any], gate_result: dict[str, Any], warehouse: str | None) -> str:
+def register_version(config: RunConfig, staged: StagedModel, verdict: GateVerdict) -> str:
     """Write the version (weights, manifest, metrics, gates, windows, fingerprint, predictions), not yet champion."""
-    settings = load_config(config)
-    manifest = FeatureManifest.read(model_ref["manifest_path"])
-    with Warehouse.of(settings.warehouse, warehouse, read_only=True) as wh:
+    settings = config.settings
+    manifest = staged.features.manifest()
+    with config.warehouse() as wh:
         fingerprint = wh.fingerprint(manifest.table_name)
-    windows = {**model_ref["windows"], "eval_start": gate_result["eval_start"], "eval_end": gate_result["eval_end"]}
+    windows = {**asdict(staged.windows), "eval_start": verdict.eval_start, "eval_end": verdict.eval_end}
     version = Registry(settings.registry.path).publish(
-        model_ref["staging_dir"],
+        staged.staging_dir,
         manifest,
-        metrics=json.loads(Path(gate_result["metrics_path"]).read_text()),
-        gates=json.loads(Path(gate_result["gates_path"]).read_text()),
+        metrics=json.loads(Path(verdict.metrics_path).read_text()),
+        gates=json.loads(Path(verdict.gates_path).read_text()),
         windows=windows,
         data_fingerprint=fingerprint,
-        predictions=pd.read_parquet(gate_result["predictions_path"]),
+        predictions=pd.read_parquet(verdict.predictions_path),
         promote=False,
+        config=settings.model_dump(mode="json") | {"frozen_file": config.path},
+        charts={Path(p).stem.removeprefix("chart-"): Path(p).read_bytes() for p in verdict.charts},
     )
     get_transaction().set("registered", (str(settings.registry.path), version))
     return version
@@ -65,9 +62,9 @@ def _discard_version(transaction: Transaction) -> None:
 
 
 @task(name="promote-champion", cache_policy=NO_CACHE)
-def promote_champion(config: str, version: str) -> str | None:
+def promote_champion(config: RunConfig, version: str) -> str | None:
     """Make ``version`` the champion; returns the champion it replaced."""
-    registry = Registry(load_config(config).registry.path)
+    registry = Registry(config.settings.registry.path)
     replaced = registry.champion().champion
     registry.promote(version)
     get_transaction().set("promoted", (registry.storage.location(), version))
@@ -81,26 +78,25 @@ def _restore_champion(transaction: Transaction) -> None:
 
 
 @task(name="verify-champion", cache_policy=NO_CACHE)
-def verify_champion(config: str, model_ref: dict[str, Any], warehouse: str | None) -> None:
+def verify_champion(config: RunConfig, staged: StagedModel) -> None:
     """Load the new champion the way scoring will: checksums, contract against the feature table, weights."""
-    settings = load_config(config)
-    with Warehouse.of(settings.warehouse, warehouse, read_only=True) as wh:
-        Registry(settings.registry.path).load(con=wh.con, table=model_ref["table"])
+    with config.warehouse() as wh:
+        Registry(config.settings.registry.path).load(con=wh.con, table=staged.features.table)
 
 
 @flow(name="publish", flow_run_name=named_by_config("publish"))
 def publish(
-    config: str, model_ref: dict[str, Any], gate_result: dict[str, Any], warehouse: str | None = None
-) -> dict[str, Any] | State:
+    config: str | RunConfig, staged: StagedModel, verdict: GateVerdict, warehouse: str | None = None
+) -> PublishedVersion | State:
     """Publish when every gate passed; otherwise end as ``Completed(name="GateRejected")`` with the reasons."""
     logger = get_run_logger()
-    settings = load_config(config)
-    if not gate_result["passed"]:
-        reasons = "; ".join(gate_result["reasons"])
+    config = resolve(config, warehouse)
+    if not verdict.passed:
+        reasons = "; ".join(verdict.reasons)
         create_markdown_artifact(
-            key=_key(config, "report"),
+            key=config.key("publish", "report"),
             markdown="### Not published: the gates rejected the challenger\n\n"
-            + "".join(f"- {reason}\n" for reason in gate_result["reasons"]),
+            + "".join(f"- {reason}\n" for reason in verdict.reasons),
             description="Gate rejection",
         )
         logger.warning("not published: %s", reasons)
@@ -108,36 +104,34 @@ def publish(
     # One unit: a failure after the version is written (promotion, or the new champion not loading) discards it
     # and gives the champion back to the one it replaced.
     with transaction():
-        version = register_version(config, model_ref, gate_result, warehouse)
+        version = register_version(config, staged, verdict)
         replaced = promote_champion(config, version)
-        verify_champion(config, model_ref, warehouse)
-    path = Path(settings.registry.path) / version
+        verify_champion(config, staged)
+    path = Path(config.settings.registry.path) / version
     create_markdown_artifact(
-        key=_key(config, "report"),
+        key=config.key("publish", "report"),
         markdown=(
             f"### Published {version}\n\n| | |\n|---|---|\n| version | `{version}` |\n| path | `{path}` |\n"
-            f"| model | {model_ref['model']} |\n| manifest sha256 | `{model_ref['manifest_sha256']}` |\n"
-            f"| evaluation window | {gate_result['eval_start']} .. {gate_result['eval_end']} |\n"
-            f"| replaced champion | {replaced or 'none (first champion)'} |\n\n"
-            f"`python -m atft.registry --config {config} show {version}`\n"
+            f"| model | {staged.model} |\n| manifest sha256 | `{staged.features.manifest_sha256}` |\n"
+            f"| evaluation window | {verdict.eval_start} .. {verdict.eval_end} |\n"
+            f"| replaced champion | {replaced or 'none (first champion)'} |\n| config | `{config.path}` |\n\n"
+            f"`atft registry --config {config.path} show {version}`\n"
         ),
         description=f"Published {version}",
     )
     logger.info("published %s at %s (champion; replaced %s)", version, path, replaced or "nothing")
-    return {"version": version, "path": str(path), "replaced": replaced}
+    return PublishedVersion(version=version, path=str(path), replaced=replaced)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Publish an evaluated model when its gates passed.")
     parser.add_argument("config")
-    parser.add_argument("model_ref", help="JSON of the train flow's result")
-    parser.add_argument("gate_result", help="JSON of the evaluate flow's result")
+    parser.add_argument("staged", type=reference(StagedModel), help="JSON of the train flow's result")
+    parser.add_argument("verdict", type=reference(GateVerdict), help="JSON of the evaluate flow's result")
     args = parser.parse_args(argv)
-    state, code = run_flow(
-        publish, config=args.config, model_ref=json.loads(args.model_ref), gate_result=json.loads(args.gate_result)
-    )
+    state, code = run_flow(publish, config=args.config, staged=args.staged, verdict=args.verdict)
     if code == 0 and state.name != "GateRejected":  # a rejection has no result: its state line gives the reasons
-        print(state.result())
+        print(state.result().model_dump_json(indent=2))
     return code
 
 

@@ -45,12 +45,12 @@ def serve(host: str = "127.0.0.1", port: int = 4200, poll_s: float = 1.0) -> int
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         print(f"starting the Prefect server on {host}:{port} ...", flush=True)
-        children.append(_spawn([*PREFECT, "server", "start", "--host", host, "--port", str(port)], env))
-        _wait_healthy(api, children[0], lambda: stopping)
+        children.append(spawn([*PREFECT, "server", "start", "--host", host, "--port", str(port)], env))
+        wait_healthy(api, children[0], lambda: stopping)
         _prefect(env, "work-pool", "create", POOL, "--type", "process", "--overwrite")
         _prefect(env, "concurrency-limit", "create", "gpu", "1")
         _prefect(env, "--no-prompt", "deploy", "--all")
-        children.append(_spawn([*PREFECT, "worker", "start", "--pool", POOL], env))
+        children.append(spawn([*PREFECT, "worker", "start", "--pool", POOL], env))
         print(f"UI at http://{host}:{port}  (API {api})", flush=True)
         print(f"work pool {POOL} with a worker, concurrency limit gpu=1, every deployment of prefect.yaml", flush=True)
         print(f"try: PREFECT_API_URL={api} prefect deployment run rolling-retrain/demo", flush=True)
@@ -66,17 +66,17 @@ def serve(host: str = "127.0.0.1", port: int = 4200, poll_s: float = 1.0) -> int
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        _stop(reversed(children))
+        stop_children(reversed(children))
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     # Its own process group: Ctrl-C reaches this process only, which then stops the children in order.
     return subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-def _wait_healthy(api: str, server: subprocess.Popen, stopping: Callable[[], bool]) -> None:
+def wait_healthy(api: str, server: subprocess.Popen, stopping: Callable[[], bool]) -> None:
     deadline = time.monotonic() + HEALTHY_WITHIN_S
     while time.monotonic() < deadline and not stopping():
         if server.poll() is not None:
@@ -97,7 +97,7 @@ def _prefect(env: dict[str, str], *args: str) -> None:
         raise ServeError(f"prefect {' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
 
 
-def _stop(children: Iterable[subprocess.Popen]) -> None:
+def stop_children(children: Iterable[subprocess.Popen]) -> None:
     """SIGTERM each child's process group (the worker's flow-run processes included), then SIGKILL what is left."""
     for child in children:
         if child.poll() is None:

@@ -3,73 +3,67 @@
     from flows.features import build_features
     from flows.train import train
     ref = build_features(config="deployments/demo.yaml")
-    staged = train(config="deployments/demo.yaml", features_ref=ref, train_start=..., train_end=...,
+    staged = train(config="deployments/demo.yaml", features=ref, train_start=..., train_end=...,
                    valid_start=..., valid_end=...)
 
-The contract check is its own task and runs first: on a mismatch the run fails before any model is
-built or any device touched, and the diff is in the state message and in an artifact.
+The contract check is its own task and runs first, unless the reference says this run has checked it already: on a
+mismatch the run fails before any model is built or any device touched, and the diff is in the state message and in
+an artifact.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from dataclasses import asdict
 from datetime import UTC, date, datetime
-from pathlib import Path
-from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from atft.config import load_config
 from atft.training.session import Windows, check_features, prepare_data, stage, train_model
 from atft.training.trainer import EpochRecord, eta_text, overrun_warning
 from atft.training.warm_start import COLD, champion_start
-from atft.warehouse import Warehouse
-from flows.cli import run_flow
+from flows.cli import reference, run_flow
 from flows.naming import named_by_config
+from flows.references import FeatureRef, RunConfig, StagedModel, WarmStartRecord, resolve
 from schemas.contract import ContractViolation
-from schemas.manifest import FeatureManifest
-
-
-def _key(config: str, suffix: str) -> str:
-    return f"train-{Path(config).stem}-{suffix}".replace("_", "-").lower()
 
 
 @task(name="check-feature-contract", cache_policy=NO_CACHE)
-def check_feature_contract(config: str, features_ref: dict[str, Any], warehouse: str | None) -> None:
-    """The table's columns must match the manifest exactly, and the manifest must be the one promised."""
-    settings = load_config(config)
-    manifest = FeatureManifest.read(features_ref["manifest_path"])
+def check_feature_contract(config: RunConfig, features: FeatureRef) -> FeatureRef:
+    """The table's columns must match the manifest exactly, and the manifest must be the one promised; returns
+    ``features`` marked as checked, so that later stages of the run do not check the same table again."""
+    manifest = features.manifest()
     try:
-        with Warehouse.of(settings.warehouse, warehouse, read_only=True) as wh:
-            check_features(wh.con, manifest, features_ref["manifest_sha256"])
+        with config.warehouse() as wh:
+            check_features(wh.con, manifest, features.manifest_sha256)
     except ContractViolation as exc:
         create_markdown_artifact(
-            key=_key(config, "contract"), markdown=f"### Feature contract violated\n\n```\n{exc}\n```\n"
+            key=config.key("train", "contract"), markdown=f"### Feature contract violated\n\n```\n{exc}\n```\n"
         )
         raise
+    return features.model_copy(update={"contract_checked": True})
+
+
+def checked(config: RunConfig, features: FeatureRef) -> FeatureRef:
+    """``features``, its contract checked unless this run has done so already."""
+    return features if features.contract_checked else check_feature_contract(config, features)
 
 
 @task(name="train-model", tags=["gpu"], cache_policy=NO_CACHE)  # timeout: train.timeout_s, set by ``train``
-def train_model_task(
-    config: str, features_ref: dict[str, Any], windows: dict[str, date], warehouse: str | None
-) -> dict[str, Any]:
+def train_model_task(config: RunConfig, features: FeatureRef, span: Windows) -> StagedModel:
     """Train and stage; returns where the staged result is and how it went, never the weights themselves."""
     began = time.perf_counter()
     logger = get_run_logger()
-    settings = load_config(config)
-    manifest = FeatureManifest.read(features_ref["manifest_path"])
-    span = Windows(**windows)
-    with Warehouse.of(settings.warehouse, warehouse, read_only=True) as wh:
+    settings = config.settings
+    manifest = features.manifest()
+    with config.warehouse() as wh:
         data = prepare_data(wh.con, manifest, settings, span)
     progress = create_progress_artifact(
-        progress=0.0, key=_key(config, "progress"), description=f"training {settings.model.name}"
+        progress=0.0, key=config.key("train", "progress"), description=f"training {settings.model.name}"
     )
     start = COLD
     if settings.train.warm_start == "champion":
@@ -103,44 +97,43 @@ def train_model_task(
     directory = stage(model, result, manifest, span, settings.train.staging_dir / f"{settings.name}-{run}")
     if result.collapsed:
         logger.warning("the best epoch's predictions collapsed (median per-day std below train.collapse_std)")
-    return {
-        "staging_dir": str(directory),
-        "model": settings.model.name,
-        "table": manifest.table_name,
-        "manifest_sha256": manifest.sha256,
-        "manifest_path": features_ref["manifest_path"],
-        "windows": windows,
-        "best_epoch": result.best_epoch,
-        "member_best_epochs": result.member_best_epochs,
-        "best_valid_rank_ic": result.best_valid_rank_ic,
-        "collapsed": result.collapsed,
-        "device": result.device,
-        "epochs_run": len(result.history),
-        "warm_start": result.warm_start,
-    }
+    return StagedModel(
+        staging_dir=str(directory),
+        model=settings.model.name,
+        features=features,
+        windows=span,
+        best_epoch=result.best_epoch,
+        member_best_epochs=result.member_best_epochs,
+        best_valid_rank_ic=result.best_valid_rank_ic,
+        collapsed=result.collapsed,
+        device=result.device,
+        epochs_run=len(result.history),
+        warm_start=WarmStartRecord(**(result.warm_start or start.describe())),
+    )
 
 
 @flow(name="train", flow_run_name=named_by_config("train"))
 def train(
-    config: str,
-    features_ref: dict[str, Any],
+    config: str | RunConfig,
+    features: FeatureRef,
     train_start: date,
     train_end: date,
     valid_start: date,
     valid_end: date,
     warehouse: str | None = None,
-) -> dict[str, Any]:
+) -> StagedModel:
     """Train on [train_start, train_end], early-stop on [valid_start, valid_end]; labels are purged at each end.
 
-    ``features_ref`` is what ``build_features`` returned. Returns a reference to the staged result.
+    ``features`` is what ``build_features`` returned. Returns a reference to the staged result.
     """
-    windows = asdict(Windows(train_start, train_end, valid_start, valid_end))
-    check_feature_contract(config, features_ref, warehouse)
-    timeout = load_config(config).train.timeout_s
-    staged = train_model_task.with_options(timeout_seconds=timeout)(config, features_ref, windows, warehouse)
+    config = resolve(config, warehouse)
+    span = Windows(train_start, train_end, valid_start, valid_end)
+    features = checked(config, features)
+    timeout = config.settings.train.timeout_s
+    staged = train_model_task.with_options(timeout_seconds=timeout)(config, features, span)
     get_run_logger().info(
         "staged %s at %s: best epoch %s, validation RankIC %.4f",
-        staged["model"], staged["staging_dir"], staged["best_epoch"], staged["best_valid_rank_ic"],
+        staged.model, staged.staging_dir, staged.best_epoch, staged.best_valid_rank_ic,
     )  # fmt: skip
     return staged
 
@@ -148,15 +141,15 @@ def train(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train the configured model on a built feature table.")
     parser.add_argument("config")
-    parser.add_argument("features_ref", help="JSON of the build_features reference")
+    parser.add_argument("features", type=reference(FeatureRef), help="JSON of the build_features reference")
     for name in ("train_start", "train_end", "valid_start", "valid_end"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=date.fromisoformat, required=True)
     args = parser.parse_args(argv)
-    state, code = run_flow(train, config=args.config, features_ref=json.loads(args.features_ref),
+    state, code = run_flow(train, config=args.config, features=args.features,
                            train_start=args.train_start, train_end=args.train_end, valid_start=args.valid_start,
                            valid_end=args.valid_end)  # fmt: skip
     if code == 0:
-        print(state.result())
+        print(state.result().model_dump_json(indent=2))
     return code
 
 

@@ -14,6 +14,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pyarrow as pa
 
 from atft.warehouse import Warehouse
@@ -58,6 +59,22 @@ def feature_dates(con: duckdb.DuckDBPyConnection, table: str, through: date | No
     """The trading days of a feature table, in order; only those up to ``through`` when given."""
     where, params = ("WHERE Date <= ?", [through]) if through is not None else ("", [])
     return [d for (d,) in con.execute(f"SELECT DISTINCT Date FROM {table} {where} ORDER BY Date", params).fetchall()]
+
+
+def read_labels(con: duckdb.DuckDBPyConnection, table: str, horizon: int, days: list[date]) -> pd.DataFrame:
+    """``Date``, ``Code`` and ``target_<horizon>d`` of ``days``, only where the label is valid (complete)."""
+    target = f"target_{horizon}d"
+    frame = con.execute(
+        f"SELECT Date, Code, {target} FROM {table} WHERE Date IN (SELECT unnest(?)) AND {target}_valid", [days]
+    ).df()
+    frame["Date"] = pd.to_datetime(frame["Date"]).dt.date
+    return frame
+
+
+def read_inputs(con: duckdb.DuckDBPyConnection, table: str, columns: list[str], days: list[date]) -> pd.DataFrame:
+    """``columns`` of every row of ``days``, as floats (NaN where missing)."""
+    selected = ", ".join(f'CAST("{c}" AS DOUBLE) AS "{c}"' for c in columns)
+    return con.execute(f"SELECT {selected} FROM {table} WHERE Date IN (SELECT unnest(?))", [days]).df()
 
 
 def history_fingerprint(wh: Warehouse, through: date | None) -> str:

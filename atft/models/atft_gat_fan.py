@@ -80,6 +80,12 @@ class ATFTGATFAN(ContractModel):
         residual = self.fan(x)
         return self.selection(residual) + self.nonstationary(x - residual)
 
+    def input_weights(self, x: Tensor, x_mask: Tensor) -> Tensor:
+        """[N, F] variable-selection weights of each stock, averaged over the steps of its window."""
+        residual = self.fan(self.prepare_inputs(x, x_mask))
+        weights = self.selection.selection_weights(residual.reshape(-1, residual.shape[-1]))
+        return weights.reshape(residual.shape).mean(1)
+
     def compile_for_cpu(self) -> bool:
         """Run FAN and the VSN through torch.compile (inductor's C++ kernels), on chunks of one fixed size.
 

@@ -71,6 +71,10 @@ class SeedEnsemble(ContractModel):
         for member in self.members:
             member.set_input_scaling(mean, std)
 
+    def input_weights(self, x: Tensor, x_mask: Tensor) -> Tensor:
+        """[N, F] the members' variable-selection weights, averaged (for members that have them: ATFT-GAT-FAN)."""
+        return torch.stack([member.input_weights(x, x_mask) for member in self.members]).mean(0)
+
     def forward(self, x: Tensor, x_mask: Tensor, edge_index: Tensor, edge_attr: Tensor, day: Tensor) -> Tensor:
         present = x_mask[:, -1]
         total = x.new_zeros(x.shape[0], len(self.horizons))

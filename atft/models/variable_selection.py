@@ -23,10 +23,14 @@ class VariableSelectionNetwork(nn.Module):
         self.weight_grn = GatedResidualNetwork(n_vars, min(hidden, n_vars), n_vars, dropout)
         self.project = nn.Linear(var_hidden, hidden)
 
+    def selection_weights(self, flat: Tensor) -> Tensor:
+        """[M, V] scalar variables -> [M, V] selection weights, each row summing to 1: what the network looks at."""
+        return torch.softmax(self.weight_grn(flat.unsqueeze(0)), dim=-1).squeeze(0)
+
     def forward(self, x: Tensor) -> Tensor:
         n, steps, n_vars = x.shape
         flat = x.reshape(n * steps, n_vars)
-        weights = torch.softmax(self.weight_grn(flat.unsqueeze(0)), dim=-1).squeeze(0)  # [M, V]
+        weights = self.selection_weights(flat)  # [M, V]
         # Variable-major, rows last: contiguous copies, so that every op below runs along the rows.
         embedded = self.variable_grns(flat.T.contiguous())  # [V, var_hidden, M]
         selected = (embedded * weights.T.contiguous().unsqueeze(1)).sum(0)  # [var_hidden, M]

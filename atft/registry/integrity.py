@@ -1,15 +1,17 @@
 """What a complete, untampered version is: a fixed set of files, each matching the sha256 recorded at publish.
 
-The layout is closed. A file that is not in it (a ``weights.pt`` or ``model.pkl`` dropped in by hand) is
-reported by name and never opened, so a pickled checkpoint can neither be loaded nor executed by accident.
-``champion_problems`` says what a consistent champion pointer is: published versions and a history that leads
-to them.
+The layout is closed, but for pictures: a version may also hold ``chart-<name>.png`` files (its training curves,
+evaluation window, inputs), each covered by the checksums like any other file. A file that is not in the layout
+(a ``weights.pt`` or ``model.pkl`` dropped in by hand) is reported by name and never opened, so a pickled checkpoint
+can neither be loaded nor executed by accident. ``champion_problems`` says what a consistent champion pointer is:
+published versions and a history that leads to them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -29,6 +31,7 @@ PAYLOAD: tuple[str, ...] = (WEIGHTS, MODEL, HISTORY, MANIFEST, METRICS, GATES, P
 CHAMPION_FIELDS: tuple[str, ...] = ("champion", "previous", "history")
 EVENT_FIELDS: tuple[str, ...] = ("at", "action", "version", "replaced")  # one history entry
 ACTIONS: tuple[str, ...] = ("promote", "rollback", "withdraw")
+CHART = re.compile(r"^chart-[a-z0-9-]+\.png$")  # optional pictures; never loaded, only shown
 # Names that look like pickled checkpoints get a pointed message instead of just "unexpected".
 _PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 
@@ -61,16 +64,18 @@ def layout_problems(stored: list[str], recorded: Mapping[str, str]) -> list[str]
         pickles = [n for n in stored if n.endswith(_PICKLE_SUFFIXES)]
         found = f" (found {', '.join(pickles)}: pickled checkpoints are never loaded, they can run code)"
         problems.append(f"no {WEIGHTS}{found if pickles else ''}")
-    for name in sorted(set(stored) - set(PAYLOAD) - {CHECKSUMS}):
+    for name in sorted(set(stored) - set(PAYLOAD) - {CHECKSUMS} - {n for n in stored if CHART.match(n)}):
         why = "a pickled checkpoint is never read" if name.endswith(_PICKLE_SUFFIXES) else "not part of a version"
         problems.append(f"unexpected file {name} ({why}); versions are immutable: remove it")
-    for name in PAYLOAD:
+    for name in (*PAYLOAD, *sorted(n for n in stored if CHART.match(n))):
         if name not in stored and name != WEIGHTS:
             problems.append(f"missing file {name}")
         elif name in stored and name not in recorded:
             problems.append(f"{name} is not covered by {CHECKSUMS}")
     problems += [
-        f"{CHECKSUMS} lists {name}, which is not part of a version" for name in recorded if name not in PAYLOAD
+        f"{CHECKSUMS} lists {name}, which is not part of a version"
+        for name in recorded
+        if name not in PAYLOAD and not CHART.match(name)
     ]
     return problems
 
@@ -81,7 +86,7 @@ def content_problems(recorded: Mapping[str, str], read: Callable[[str], bytes]) 
     Callers use the returned bytes, not a second read, so what is loaded is exactly what was verified.
     """
     verified, problems = {}, []
-    for name in PAYLOAD:
+    for name in (*PAYLOAD, *sorted(n for n in recorded if CHART.match(n))):
         data = read(name)
         actual = sha256(data)
         if actual != recorded[name]:

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from atft.registry.errors import CheckpointRefused, EmptyRegistry, PublishRefused, RegistryError
 from atft.registry.integrity import (
+    CHART,
     CHECKSUMS,
     GATES,
     HISTORY,
@@ -117,6 +118,8 @@ class Registry:
         data_fingerprint: str,
         predictions: pa.Table | pd.DataFrame,
         promote: bool = True,
+        config: Mapping[str, Any] | None = None,
+        charts: Mapping[str, bytes] | None = None,
     ) -> str:
         """Publish a staged result (``atft.training.session.stage``) as a new version; returns its id.
 
@@ -125,6 +128,8 @@ class Registry:
         valid must be the staged ones. ``data_fingerprint``: the hash of the warehouse table trained on.
         ``predictions``: the evaluation window's scores, with the manifest's key columns.
         ``promote``: make the new version the champion (the previous one can be rolled back to).
+        ``config``: the pipeline settings the run used, kept in the version's metadata.
+        ``charts``: PNG pictures by name (``training`` is stored as ``chart-training.png``), kept with the version.
         """
         staged_dir = Path(staged_dir)
         if gates.get("passed") is not True:
@@ -159,6 +164,7 @@ class Registry:
             "staged_from": str(staged_dir.resolve()),
             "promote_on_publish": promote,
             "warm_start": described.get("warm_start"),
+            "config": dict(config) if config is not None else None,
         }
         files |= {
             MANIFEST: manifest.to_json().encode(),
@@ -167,6 +173,10 @@ class Registry:
             PREDICTIONS: _parquet(predictions, manifest.keys),
             METADATA: _json(metadata, METADATA),
         }
+        for name, image in (charts or {}).items():
+            if not CHART.match(f"chart-{name}.png") or not image.startswith(b"\x89PNG"):
+                raise PublishRefused(f"chart {name!r} must be a PNG named with lowercase letters, digits and dashes")
+            files[f"chart-{name}.png"] = image
         self.discard_stale()
         # The checksum file goes last: on a store without atomic directories it is what marks a version complete.
         self.storage.commit(version, {**files, CHECKSUMS: checksum_document(files)})
@@ -239,6 +249,10 @@ class Registry:
             raise CheckpointRefused(f"version {version} cannot be loaded: {exc}") from None
         metrics, gates = parse_json(files[METRICS], METRICS), parse_json(files[GATES], GATES)
         return LoadedCheckpoint(version, model, manifest, metadata, metrics, gates)
+
+    def manifest(self, version: str | None = None) -> FeatureManifest:
+        """The feature manifest a version (the champion's by default) was trained against, after verifying its files."""
+        return FeatureManifest.from_json(self._verified(self._resolve(version))[MANIFEST].decode())
 
     def predictions(self, version: str | None = None) -> pa.Table:
         """The evaluation-window predictions a version was published with, after verifying its files."""

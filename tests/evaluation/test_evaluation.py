@@ -115,6 +115,24 @@ def test_predictions_line_up_with_the_table_and_give_the_metrics(staged):
     assert set(result.metrics) >= {"ic_1d", "ls_sharpe_5d", "max_drawdown_5d", "jpx_sharpe_5d", "collapse_ratio_1d"}
 
 
+def test_daily_curves_and_input_weights_agree_with_the_metrics(staged):
+    config, manifest, directory, _ = staged
+    with duckdb.connect(str(config.warehouse.path), read_only=True) as con:
+        result = evaluate_model(con, load_staged(directory, manifest), manifest, config, date(2022, 11, 30),
+                                date(2022, 12, 28), input_weights=True)  # fmt: skip
+    curves = result.curves
+    assert list(curves.index) == sorted(result.predictions["Date"].unique())
+    assert curves["rank_ic_5d"].mean() == pytest.approx(result.metrics["rank_ic_5d"], abs=1e-9)
+    # The equity curve compounds the book whose drawdown the metrics report.
+    equity = curves["equity_5d"].to_numpy()
+    drawdown = (1 - equity / np.maximum.accumulate(np.concatenate([[1.0], equity]))[1:]).max()
+    assert drawdown == pytest.approx(result.metrics["max_drawdown_5d"], abs=1e-9)
+    # Softmax weights per stock-step, averaged: non-negative, one per input, summing to one.
+    weights = result.input_weights
+    assert list(weights.index) == [f.name for f in manifest.features]
+    assert (weights >= 0).all() and weights.sum() == pytest.approx(1.0, abs=1e-5)
+
+
 def test_a_window_without_days_is_an_error(staged):
     config, manifest, directory, _ = staged
     model = load_staged(directory, manifest)
@@ -161,7 +179,7 @@ def test_a_challenger_worse_than_ridge_is_rejected_naming_ridge_and_both_values(
     start, end = date(2022, 11, 30), date(2022, 12, 28)
     with duckdb.connect(str(config.warehouse.path), read_only=True) as con:
         ridge = evaluate_baselines(con, manifest, config.model_copy(update={"evaluation": evaluation}), WINDOWS,
-                                   start, end)["ridge"]  # fmt: skip
+                                   start, end)["ridge"].metrics  # fmt: skip
         data = prepare_data(con, manifest, config, WINDOWS)
         arrays = load_arrays(con, manifest, start, end, history=history_days(config.model))
     days = [i for i, d in enumerate(arrays.dates.date) if start <= d <= end and i >= config.model.lookback - 1]

@@ -47,15 +47,25 @@ def market(tmp_path_factory, small_market):
     ingest_flow.ingest(config=str(path))
     ref = features_flow.build_features(config=str(path))
     with duckdb.connect(str(tmp / "market.duckdb"), read_only=True) as con:
-        dates = [d for (d,) in con.execute(f"SELECT DISTINCT Date FROM {ref['table']} ORDER BY Date").fetchall()]
-    return str(path), FeatureManifest.read(ref["manifest_path"]), dates
+        dates = [d for (d,) in con.execute(f"SELECT DISTINCT Date FROM {ref.table} ORDER BY Date").fetchall()]
+    return str(path), FeatureManifest.read(ref.manifest_path), dates
 
 
 @pytest.fixture(scope="module")
 def threads_run(market):
     config, _, _ = market
     result = backtest(config=config, start=START, end=END, step=STEP)
-    return json.loads(Path(result["summary_path"]).read_text()), pd.read_parquet(result["predictions_path"])
+    return json.loads(Path(result.summary_path).read_text()), pd.read_parquet(result.predictions_path)
+
+
+def test_the_record_is_one_html_page_with_its_charts_and_image_artifacts(market, threads_run, read_artifacts):
+    config, _, _ = market
+    # The stitched record of the module's run is the latest in the staging directory.
+    run_dir = max((Path(config).parent / "staging").glob("backtest-*"), key=lambda p: p.stat().st_mtime)
+    page = (run_dir / "report.html").read_text()
+    assert page.count("src='data:image/png;base64,") == 2 and "Stitched out-of-sample record" in page
+    assert sorted(p.name for p in run_dir.glob("chart-*.png")) == ["chart-1d.png", "chart-5d.png"]
+    assert read_artifacts("backtest-replay-chart-5d")[0].data.startswith("data:image/png;base64,")
 
 
 def test_stitched_predictions_tile_the_oos_sessions_of_each_window(market, threads_run):
@@ -122,7 +132,7 @@ def test_a_local_dask_cluster_replays_the_same_predictions(market, threads_run):
     config, _, _ = market
     _, threads = threads_run
     result = backtest(config=config, start=START, end=END, step=STEP, task_runner="dask", workers=2)
-    dask = pd.read_parquet(result["predictions_path"])
+    dask = pd.read_parquet(result.predictions_path)
     # Same seeds, same data, same torch thread count per window: bit for bit (fits in one process take turns, see
     # atft.backtest.TORCH_LOCK; a different intra-op thread count would move float32 sums in their last bits).
     pd.testing.assert_frame_equal(dask, threads, check_exact=True)
@@ -159,7 +169,7 @@ def test_an_existing_dask_cluster_by_address_replays_the_same_predictions(market
                       overrides={"train.threads": 1})  # fmt: skip
     with Client(dask_cluster) as client:  # the windows ran there, not on a cluster of the flow's own
         assert "replay_retrain" in client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
-    pd.testing.assert_frame_equal(pd.read_parquet(result["predictions_path"]), threads, check_exact=True)
+    pd.testing.assert_frame_equal(pd.read_parquet(result.predictions_path), threads, check_exact=True)
 
 
 def test_a_warm_start_config_replays_a_chain_each_retrain_starting_from_the_one_before(market, threads_run):
@@ -171,16 +181,16 @@ def test_a_warm_start_config_replays_a_chain_each_retrain_starting_from_the_one_
     overrides = {"train.warm_start": "champion", "train.warm_start_epochs": 1, "train.warm_start_learning_rate": 1e-12,
                  "train.threads": 1}  # fmt: skip
     result = backtest(config=config, start=START, end=END, step=STEP, overrides=overrides)
-    summary = json.loads(Path(result["summary_path"]).read_text())
+    summary = json.loads(Path(result.summary_path).read_text())
     assert [w["warm_start"] for w in summary["windows"]] == [None, "window 0", "window 1"]
     assert [w["epochs_run"] for w in summary["windows"]][1:] == [1, 1]
-    run_dir = Path(result["run_dir"])
+    run_dir = Path(result.run_dir)
     weights = [load_file(run_dir / f"window-{k:03d}.safetensors") for k in range(3)]
     for before, after in itertools.pairwise(weights):
         learnt = [name for name in after if not name.startswith("input_")]  # the input scaling is refitted per window
         assert learnt and all(torch.allclose(before[n], after[n], atol=1e-6) for n in learnt)
         assert not torch.equal(before["input_mean"], after["input_mean"])
-    warm = pd.read_parquet(result["predictions_path"])
+    warm = pd.read_parquet(result.predictions_path)
     # The first window trains as the cold replay does; the later ones predict with the first window's weights.
     first = cold["window"] == 0
     pd.testing.assert_frame_equal(warm[first], cold[first], check_exact=True)

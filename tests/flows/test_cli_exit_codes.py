@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,10 @@ import yaml
 from prefect.settings import PREFECT_API_URL
 from prefect.states import Cancelled, Completed, Crashed, Failed, Pending, State
 
-from flows import backtest, command, demo, evaluate, features, ingest, publish, retrain, score, train
+from atft.training.session import Windows
+from flows import backtest, command, demo, evaluate, features, ingest, monitor, publish, retrain, score, train
 from flows.cli import exit_code
+from flows.references import FeatureRef, GateVerdict, StagedModel, WarmStartRecord
 
 REPO = Path(__file__).resolve().parents[2]
 AS_OF = "2022-12-23"
@@ -44,26 +47,45 @@ def broken(tmp_path: Path, small_market: Callable[..., str]) -> str:
     return str(path)
 
 
-def _refs(tmp_path: Path) -> str:
-    """A features reference or train result (JSON) whose manifest does not exist: train, evaluate and publish read
-    it before anything else."""
-    return json.dumps({"manifest_path": str(tmp_path / "missing-manifest.json")})
+def _features(tmp_path: Path) -> FeatureRef:
+    """A features reference whose manifest does not exist: train, evaluate and publish read it before anything else."""
+    missing = str(tmp_path / "missing-manifest.json")
+    return FeatureRef(table="features_x", manifest_sha256="0" * 64, manifest_path=missing, through=None, mode="full")
 
 
-def _gates(passed: bool) -> str:
+def _staged(tmp_path: Path) -> str:
+    """A train result (JSON) trained on :func:`_features`."""
+    return StagedModel(
+        staging_dir=str(tmp_path / "staged"), model="atft_gat_fan", features=_features(tmp_path),
+        windows=Windows(date(2022, 5, 2), date(2022, 8, 31), date(2022, 9, 30), date(2022, 10, 31)), best_epoch=1,
+        member_best_epochs=[1], best_valid_rank_ic=0.0, collapsed=False, device="cpu", epochs_run=1,
+        warm_start=WarmStartRecord(from_version=None, reason="train.warm_start is none"),
+    ).model_dump_json()  # fmt: skip
+
+
+def _gates(tmp_path: Path, passed: bool) -> str:
     """An evaluate result; a passed one needs no files: publishing fails on the manifest before reading them."""
-    return json.dumps({"passed": passed, "reasons": [] if passed else ["rank_ic_5d 0.01 below the bound 0.9"],
-                       "eval_start": "2022-11-30", "eval_end": "2022-12-28"})  # fmt: skip
+    return GateVerdict(
+        passed=passed, reasons=[] if passed else ["rank_ic_5d 0.01 below the bound 0.9"], champion=None,
+        eval_start=date(2022, 11, 30), eval_end=date(2022, 12, 28), metrics_path=str(tmp_path / "metrics.json"),
+        baselines_path=str(tmp_path / "baselines.json"), gates_path=str(tmp_path / "gates.json"),
+        predictions_path=str(tmp_path / "predictions.parquet"),
+    ).model_dump_json()  # fmt: skip
 
 
 # Each entry point, its arguments for a run that must fail, and what the printed state names.
 FAILING: dict[str, tuple[Callable[[list[str] | None], int], Callable[[str, Path], list[str]], str]] = {
     "ingest": (ingest.main, lambda config, tmp: [config], "missing.parquet"),
     "features": (features.main, lambda config, tmp: [config], "no raw quotes"),
-    "train": (train.main, lambda config, tmp: [config, _refs(tmp), *TRAIN], "missing-manifest.json"),
-    "evaluate": (evaluate.main, lambda config, tmp: [config, _refs(tmp), *EVAL], "missing-manifest.json"),
-    "publish": (publish.main, lambda config, tmp: [config, _refs(tmp), _gates(True)], "missing-manifest.json"),
+    "train": (
+        train.main,
+        lambda config, tmp: [config, _features(tmp).model_dump_json(), *TRAIN],
+        "missing-manifest.json",
+    ),
+    "evaluate": (evaluate.main, lambda config, tmp: [config, _staged(tmp), *EVAL], "missing-manifest.json"),
+    "publish": (publish.main, lambda config, tmp: [config, _staged(tmp), _gates(tmp, True)], "missing-manifest.json"),
     "score": (score.main, lambda config, tmp: [config], "no raw quotes"),
+    "monitor": (monitor.main, lambda config, tmp: [config], "no raw quotes"),
     "retrain": (retrain.main, lambda config, tmp: [config, "--as-of", AS_OF], "missing.parquet"),
     "backtest": (backtest.main, lambda config, tmp: [config, "--start", "2022-10-03", "--end", AS_OF], "no raw quotes"),
     "demo": (demo.main, lambda config, tmp: ["--config", config], "missing.parquet"),
@@ -120,9 +142,19 @@ def test_retrain_on_a_holiday_exits_zero_as_skipped(broken: str, capsys: pytest.
 def test_publish_exits_zero_when_the_gates_rejected_the_challenger(
     broken: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert publish.main([broken, _refs(tmp_path), _gates(False)]) == 0
+    assert publish.main([broken, _staged(tmp_path), _gates(tmp_path, False)]) == 0
     out = capsys.readouterr().out
     assert out == "GateRejected: gates rejected the challenger: rank_ic_5d 0.01 below the bound 0.9\n"
+
+
+def test_a_malformed_reference_is_a_usage_error_naming_what_is_missing(
+    broken: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        evaluate.main([broken, json.dumps({"staging_dir": str(tmp_path)}), *EVAL])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument staged: not a StagedModel (JSON)" in err and "features\n  Field required" in err
 
 
 def test_python_m_flows_retrain_returns_non_zero_to_the_shell(broken: str) -> None:

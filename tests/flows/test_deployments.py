@@ -34,6 +34,10 @@ def test_each_deployment_points_at_a_flow_and_a_loadable_config(deployment):
     assert deployment["work_pool"]["name"] == "atft-process"
 
 
+def _listed(value: str | list[str]) -> list[str]:
+    return value if isinstance(value, list) else [value]
+
+
 def test_deploy_run_and_execute_with_a_process_worker(tmp_path):
     env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value(), "PWD": str(REPO)}
 
@@ -54,6 +58,21 @@ def test_deploy_run_and_execute_with_a_process_worker(tmp_path):
         async with get_client() as client:
             deployment = await client.read_deployment_by_name("ingest/demo")
             return await client.read_flow_runs(), deployment.id
+
+    async def automations():
+        async with get_client() as client:
+            retrains = {
+                (await client.read_deployment_by_name(f"rolling-retrain/{name}")).id for name in ("demo", "weekly-jp")
+            }
+            return retrains, await client.read_automations()
+
+    # The monitor's Degraded event starts an early retrain of the same pipeline: an automation per trigger.
+    retrains, automations = asyncio.run(automations())
+    degraded = [a for a in automations if "atft.champion.degraded" in a.trigger.expect]
+    assert {a.actions[0].deployment_id for a in degraded} == retrains
+    # A match value is a string or a list of them, as Prefect stores it.
+    matched = {str(v) for a in degraded for v in _listed(a.trigger.match.get("prefect.resource.id"))}
+    assert matched == {"atft.pipeline.demo", "atft.pipeline.jp-daily"}, matched
 
     runs, deployment_id = asyncio.run(demo_runs())
     (run,) = [r for r in runs if r.deployment_id == deployment_id]

@@ -10,6 +10,7 @@ import yaml
 import flows.features as features_flow
 import flows.ingest as ingest_flow
 from atft.warehouse import Warehouse
+from flows.references import FeatureRef
 from schemas.feature_table import FeatureValidationError
 from schemas.manifest import FeatureManifest
 
@@ -40,11 +41,11 @@ def artifact(read_artifacts):
 def test_the_flow_returns_a_reference_and_publishes_groups_validation_and_manifest(tmp_path, artifact):
     config = market_config(tmp_path, "flowfeatures")
     ref = features_flow.build_features(config=config)
-    assert set(ref) == {"table", "manifest_sha256", "manifest_path", "through", "mode"}
-    manifest = FeatureManifest.read(ref["manifest_path"])
-    assert ref["table"] == manifest.table_name and ref["manifest_sha256"] == manifest.sha256
+    assert isinstance(ref, FeatureRef) and not ref.contract_checked  # built, not yet checked against a model
+    manifest = FeatureManifest.read(ref.manifest_path)
+    assert ref.table == manifest.table_name and ref.manifest_sha256 == manifest.sha256
     with Warehouse(tmp_path / "flowfeatures.duckdb", read_only=True) as wh:
-        assert wh.row_count(ref["table"]) == wh.row_count("raw_quotes")
+        assert wh.row_count(ref.table) == wh.row_count("raw_quotes")
     groups = {row["group"]: row["columns"] for row in json.loads(artifact("features-flowfeatures-groups").data)}
     assert groups["total inputs"] == manifest.width and groups["cs_z"] == 72
     validation = json.loads(artifact("features-flowfeatures-validation").data)
@@ -66,9 +67,9 @@ def test_a_rerun_on_the_same_raw_data_is_served_from_the_cache(tmp_path, monkeyp
         assert features_flow.build_features(config=config) == first
     # A cached reference to a table dropped since is not trusted: the table is built again.
     with Warehouse(tmp_path / "cached.duckdb") as wh:
-        wh.con.execute(f"DROP TABLE {first['table']}")
+        wh.con.execute(f"DROP TABLE {first.table}")
     rebuilt = features_flow.build_features(config=config)
-    assert rebuilt["table"] == first["table"] and rebuilt["mode"] == "full"
+    assert rebuilt.table == first.table and rebuilt.mode == "full"
 
 
 def test_a_listings_change_is_not_served_a_stale_cached_build(tmp_path, monkeypatch):
@@ -90,7 +91,7 @@ def test_a_listings_change_is_not_served_a_stale_cached_build(tmp_path, monkeypa
     monkeypatch.setattr(features_flow, "run_feature_build", counted)
     # The quotes did not change, the sectors did: the features read both, so the table is built again.
     rebuilt = features_flow.build_features(config=config)
-    assert len(builds) == 1 and rebuilt["table"] == first["table"] and rebuilt["mode"] == "full"
+    assert len(builds) == 1 and rebuilt.table == first.table and rebuilt.mode == "full"
     # And the rebuilt table is what a re-run is then served.
     assert features_flow.build_features(config=config) == rebuilt and len(builds) == 1
 
@@ -120,14 +121,14 @@ def test_a_cached_build_is_not_trusted_when_the_table_it_describes_is_shorter(tm
     features_flow.build_features(config=config, as_of=early)
     ref = features_flow.build_features(config=config, as_of=late)
     with Warehouse(tmp_path / "rebuilt.duckdb", read_only=True) as wh:
-        (last,) = wh.con.execute(f"SELECT max(Date) FROM {ref['table']}").fetchall()[0]
-    assert ref["through"] == last == late
+        (last,) = wh.con.execute(f"SELECT max(Date) FROM {ref.table}").fetchall()[0]
+    assert ref.through == last == late
 
 
 def test_a_cached_build_restores_a_lost_manifest_file(tmp_path):
     config = market_config(tmp_path, "lostmanifest")
     ref = features_flow.build_features(config=config)
-    Path(ref["manifest_path"]).unlink()
+    Path(ref.manifest_path).unlink()
     # Served from the cache (the raw data did not change), and still hands over a manifest that exists.
     assert features_flow.build_features(config=config) == ref
-    assert FeatureManifest.read(ref["manifest_path"]).sha256 == ref["manifest_sha256"]
+    assert FeatureManifest.read(ref.manifest_path).sha256 == ref.manifest_sha256

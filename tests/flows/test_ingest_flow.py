@@ -37,11 +37,11 @@ def test_flow_ingests_into_the_warehouse_and_records_the_prefect_run(tmp_path):
     state = ingest_flow.ingest(config=config, return_state=True)
     assert state.is_completed()
     summary = state.result()
-    assert summary["status"] == "succeeded"
-    assert summary["rows_inserted"] > 3000 and summary["codes"] == 30
+    assert summary.status == "succeeded"
+    assert summary.rows_inserted > 3000 and summary.codes == 30
     with Warehouse(tmp_path / "flowtest.duckdb", read_only=True) as wh:
-        assert wh.row_count("raw_quotes") == summary["rows_inserted"]
-        assert wh.fingerprint("raw_quotes") == summary["content_hash"]
+        assert wh.row_count("raw_quotes") == summary.rows_inserted
+        assert wh.fingerprint("raw_quotes") == summary.content_hash
         (entry,) = wh.log_entries()
     # The ingest log names the Prefect flow run, so a row in the warehouse leads back to the run in the UI.
     assert entry.run_id == str(state.state_details.flow_run_id)
@@ -61,7 +61,7 @@ def test_flow_parameters_override_window_and_warehouse(tmp_path):
     config = small_config(tmp_path)
     other = tmp_path / "elsewhere.duckdb"
     summary = ingest_flow.ingest(config=config, start=date(2023, 3, 1), end=date(2023, 3, 31), warehouse=str(other))
-    assert (summary["first_date"], summary["last_date"]) == (date(2023, 3, 1), date(2023, 3, 31))
+    assert (summary.first_date, summary.last_date) == (date(2023, 3, 1), date(2023, 3, 31))
     assert other.exists() and not (tmp_path / "flowtest.duckdb").exists()
 
 
@@ -100,7 +100,7 @@ def test_transient_source_errors_are_retried_within_the_same_flow_run(tmp_path, 
     assert len(attempts) == 2
     with Warehouse(tmp_path / "flowtest.duckdb", read_only=True) as wh:
         entries = wh.log_entries()
-        assert wh.row_count("raw_quotes") == state.result()["rows_inserted"]
+        assert wh.row_count("raw_quotes") == state.result().rows_inserted
     # Both attempts are on record under the one flow run.
     assert [e.status for e in entries] == ["failed", "succeeded"]
     assert {e.run_id for e in entries} == {str(state.state_details.flow_run_id)}
@@ -164,7 +164,7 @@ def test_one_way_jumps_are_flagged_in_a_health_artifact(tmp_path, read_artifacts
         "universe": {"code_pattern": "^[A-Z]{1,5}$"}, "warehouse": {"path": str(tmp_path / "jumps.duckdb")},
     }))  # fmt: skip
     summary = ingest_flow.ingest(config=str(config))
-    assert summary["rows_rejected"] == 0 and len(summary["jumps"]) == 2
+    assert summary.rows_rejected == 0 and len(summary.jumps) == 2
     (artifact,) = read_artifacts("ingest-jumps-health")
     flagged = json.loads(artifact.data)
     assert {(row["Code"], row["Date"], row["column"], row["move"]) for row in flagged} == {

@@ -114,7 +114,7 @@ def test_daily_jp_ingest_with_the_refresh_token_from_a_secret_block(tmp_path, mo
 
     assert state.is_completed(), state.message
     summary = state.result()
-    assert (summary["rows_received"], summary["rows_inserted"], summary["rows_rejected"]) == (8, 7, 1)
+    assert (summary.rows_received, summary.rows_inserted, summary.rows_rejected) == (8, 7, 1)
     # The token came from the Secret (no mail/password login), and 2024-01-06..08 (weekend, holiday) were skipped.
     assert FakeJQuants.seen[0] == "/v1/token/auth_refresh"
     assert "/v1/token/auth_user" not in FakeJQuants.seen

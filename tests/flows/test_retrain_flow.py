@@ -8,6 +8,7 @@ import duckdb
 import pytest
 import yaml
 
+import atft.config
 import flows.retrain as retrain_flow
 import flows.train as train_flow
 from atft.calendar import TradingCalendar
@@ -35,13 +36,19 @@ def market(tmp_path_factory, small_market):
     return tmp, lenient, strict
 
 
-def test_published_then_rejected_then_skipped_on_a_holiday(market, read_artifacts):
+def test_published_then_rejected_then_skipped_on_a_holiday(market, read_artifacts, monkeypatch):
     tmp, lenient, strict = market
+    parses, checks = _count(monkeypatch, atft.config, "load_config"), _count(monkeypatch, train_flow, "check_features")
     first = rolling_retrain(config=lenient, as_of=AS_OF, return_state=True)
     assert first.is_completed() and first.name == "Published", first.message
-    version = first.result()["version"]
+    # The config is parsed once for the whole run, and the feature table's contract checked once.
+    assert (len(parses), len(checks)) == (1, 1)
+    version = first.result().version
     registry = Registry(tmp / "registry")
     assert registry.champion().champion == version
+    # The version records the settings the run used, and the frozen file they were read from.
+    used = registry.show().metadata["config"]
+    assert used["name"] == "lenient" and yaml.safe_load(Path(used["frozen_file"]).read_text())["name"] == "lenient"
     windows = registry.show().metadata["windows"]
     # The evaluation ends a 20-day horizon before the as-of date: every label it is judged on is known by then.
     after_eval = TradingCalendar("XTKS").sessions(date.fromisoformat(windows["eval_end"]), AS_OF)
@@ -57,6 +64,18 @@ def test_published_then_rejected_then_skipped_on_a_holiday(market, read_artifact
 
     skipped = rolling_retrain(config=lenient, as_of=HOLIDAY, return_state=True)
     assert skipped.is_completed() and skipped.name == "Skipped" and "not a XTKS trading day" in skipped.message
+
+
+def _count(monkeypatch, module, name: str) -> list:
+    """Every call of ``module.name`` from now on, recorded while the original still runs."""
+    calls, original = [], getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
 
 
 @pytest.mark.parametrize(
@@ -103,14 +122,14 @@ def test_a_warm_retrain_fine_tunes_the_champion_and_records_where_it_started(mar
     cold = rolling_retrain(config=config, as_of=AS_OF, return_state=True)
     assert cold.name == "Published", cold.message
     registry = Registry(tmp / "warm-registry")
-    first = cold.result()["version"]
+    first = cold.result().version
     assert registry.show(first).metadata["warm_start"]["from_version"] is None
     assert registry.show(first).metadata["warm_start"]["reason"].startswith("no champion in")
     assert "started from | scratch (no champion in" in read_artifacts("retrain-warm-report")[0].data
 
     warm = rolling_retrain(config=config, as_of=NEXT, return_state=True)
     assert warm.name == "Published", warm.message
-    second = registry.show(warm.result()["version"])
+    second = registry.show(warm.result().version)
     assert second.metadata["warm_start"] == second.model["warm_start"]
     assert second.metadata["warm_start"]["from_version"] == first
     assert f"started from | {first} |" in read_artifacts("retrain-warm-report")[0].data
@@ -121,16 +140,16 @@ def test_a_seed_ensemble_is_trained_published_and_scored_as_one_model(market, sm
     config = _publishable(small_market, tmp, "ensemble", model={"ensemble": 2})
     state = rolling_retrain(config=config, as_of=AS_OF, return_state=True)
     assert state.name == "Published", state.message
-    record = Registry(tmp / "ensemble-registry").show(state.result()["version"])
+    record = Registry(tmp / "ensemble-registry").show(state.result().version)
     assert record.model["config"]["ensemble"] == 2 and len(record.model["member_best_epochs"]) == 2
     assert "seed ensemble of 2, best epochs 1, 1 (2 epochs in all)" in read_artifacts("retrain-ensemble-report")[0].data
     scored = score(config=config, as_of=AS_OF)
     with duckdb.connect(str(tmp / "market.duckdb"), read_only=True) as con:
         low, high, n = con.execute(
-            "SELECT min(pred_5d), max(pred_5d), count(*) FROM predictions WHERE model_version = ?", [scored["version"]]
+            "SELECT min(pred_5d), max(pred_5d), count(*) FROM predictions WHERE model_version = ?", [scored.version]
         ).fetchone()
     # Mean per-day ranks of two members, centred and scaled by √12: inside ±√3, and spread over the day's stocks.
-    assert n == scored["stocks"] > 0 and -(3**0.5) < low < 0 < high < 3**0.5
+    assert n == scored.stocks > 0 and -(3**0.5) < low < 0 < high < 3**0.5
 
 
 def test_a_config_edited_during_training_does_not_change_the_rest_of_the_run(market, small_market, monkeypatch):

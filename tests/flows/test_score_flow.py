@@ -17,6 +17,7 @@ import flows.publish as publish_flow
 import flows.train as train_flow
 from atft.registry import CheckpointRefused
 from atft.scoring import ScoringError
+from flows.references import ScoredDay
 from flows.score import main, score
 
 # Short windows: the flows only need a champion to exist, not a good one.
@@ -39,10 +40,10 @@ def published(tmp_path_factory, small_market):
     config = small_market(tmp, "daily", evaluation=LENIENT)
     ingest_flow.ingest(config=config)
     ref = features_flow.build_features(config=config)
-    staged = train_flow.train(config=config, features_ref=ref, **WINDOWS)
-    verdict = evaluate_flow.evaluate(config=config, model_ref=staged, **EVAL)
-    version = publish_flow.publish(config=config, model_ref=staged, gate_result=verdict)["version"]
-    return tmp, config, version, ref["table"]
+    staged = train_flow.train(config=config, features=ref, **WINDOWS)
+    verdict = evaluate_flow.evaluate(config=config, staged=staged, **EVAL)
+    version = publish_flow.publish(config=config, staged=staged, verdict=verdict).version
+    return tmp, config, version, ref.table
 
 
 def rows_by_day(path: Path) -> dict[tuple[date, str], int]:
@@ -60,13 +61,7 @@ def test_score_writes_the_champions_predictions_and_artifacts(published, read_ar
     tmp, config, version, table = published
     last, stocks = last_feature_day(tmp / "market.duckdb", table)
     result = score(config=config)
-    assert result == {
-        "version": version,
-        "as_of": last,
-        "stocks": stocks,
-        "feature_table": table,
-        "table": "predictions",
-    }
+    assert result == ScoredDay(version=version, as_of=last, stocks=stocks, feature_table=table, table="predictions")
     assert rows_by_day(tmp / "market.duckdb") == {(last, version): stocks}
 
     ranking = json.loads(read_artifacts("score-daily-top")[0].data)
@@ -75,14 +70,16 @@ def test_score_writes_the_champions_predictions_and_artifacts(published, read_ar
     assert ranking[0]["pred_5d"] >= ranking[-1]["pred_5d"]
     summary = read_artifacts("score-daily-summary")[0].data
     assert version in summary and str(last) in summary and f"| stocks scored | {stocks} |" in summary
+    drift = json.loads(read_artifacts("score-daily-drift")[0].data)  # the day's inputs, most drifted first
+    assert len(drift) == 15 and drift[0]["psi"] >= drift[-1]["psi"] >= 0
 
     # Rescoring the same day (here from the command line) replaces the rows; an earlier day adds its own.
     main([config, "--as-of", str(last)])
-    assert f"'as_of': datetime.date({last.year}, {last.month}, {last.day})" in capsys.readouterr().out
+    assert f'"as_of": "{last}"' in capsys.readouterr().out
     earlier = score(config=config, as_of=EVAL["eval_end"])
     assert rows_by_day(tmp / "market.duckdb") == {
         (last, version): stocks,
-        (EVAL["eval_end"], version): earlier["stocks"],
+        (EVAL["eval_end"], version): earlier.stocks,
     }
 
 
@@ -126,3 +123,19 @@ def test_a_day_missing_from_the_feature_table_fails_naming_the_last_date(publish
         ScoringError, match=f"2023-01-04 is not a day of feature table {table} \\(its last date is {last}\\)"
     ):
         state.result()
+
+
+def test_inputs_past_the_drift_bound_fail_the_run_naming_them_and_nothing_is_written(
+    published, small_market, read_artifacts
+):
+    tmp, _, version, _ = published
+    # The same market and registry, with a bound every input exceeds: the run must stop before writing.
+    strict = small_market(tmp, "drifting", evaluation=LENIENT, drift={"fail_psi": 1e-9, "shown": 5})
+    before = rows_by_day(tmp / "market.duckdb")
+    state = score(config=strict, as_of=EVAL["eval_end"], return_state=True)
+    assert state.is_failed() and "drifted past drift.fail_psi 1e-09" in state.message and "PSI" in state.message
+    assert rows_by_day(tmp / "market.duckdb") == before
+    artifact = read_artifacts("score-drifting-drift")[0]
+    listed = json.loads(artifact.data)
+    assert version in artifact.description and len(listed) == 5 and listed[0]["psi"] >= listed[-1]["psi"]
+    assert {"input", "group", "psi", "ks", "reference_mean", "day_mean"} <= set(listed[0])

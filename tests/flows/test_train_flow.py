@@ -33,17 +33,17 @@ def market(tmp_path_factory, small_market):
 
 def test_training_stages_safetensors_and_json_for_the_manifest(market):
     config, ref = market
-    staged = train_flow.train(config=config, features_ref=ref, **WINDOWS)
-    directory = Path(staged["staging_dir"])
+    staged = train_flow.train(config=config, features=ref, **WINDOWS)
+    directory = Path(staged.staging_dir)
     assert {p.name for p in directory.iterdir()} == {"weights.safetensors", "model.json", "history.json"}
     description = json.loads((directory / "model.json").read_text())
-    assert description["manifest_sha256"] == ref["manifest_sha256"] == staged["manifest_sha256"]
+    assert description["manifest_sha256"] == ref.manifest_sha256 == staged.features.manifest_sha256
     assert description["windows"]["train_end"] == "2022-09-30"
     # The weights load into a model built from the manifest's width alone, with no pickle involved.
     settings = load_config(config)
-    model = build_model(settings.model, description["width"], description["horizons"], ref["manifest_sha256"])
+    model = build_model(settings.model, description["width"], description["horizons"], ref.manifest_sha256)
     model.load_state_dict(load_file(directory / "weights.safetensors"))
-    assert len(json.loads((directory / "history.json").read_text())) == staged["epochs_run"] == 1
+    assert len(json.loads((directory / "history.json").read_text())) == staged.epochs_run == 1
 
 
 def test_a_contract_violation_fails_the_run_before_any_model_is_built(market, tmp_path, monkeypatch):
@@ -53,8 +53,8 @@ def test_a_contract_violation_fails_the_run_before_any_model_is_built(market, tm
     drifted = tmp_path / "drifted.duckdb"
     drifted.write_bytes(Path(load_config(config).warehouse.path).read_bytes())
     with duckdb.connect(str(drifted)) as con:
-        con.execute(f'ALTER TABLE {ref["table"]} DROP COLUMN "ret_1d_cs_z"')
-    state = train_flow.train(config=config, features_ref=ref, warehouse=str(drifted), return_state=True, **WINDOWS)
+        con.execute(f'ALTER TABLE {ref.table} DROP COLUMN "ret_1d_cs_z"')
+    state = train_flow.train(config=config, features=ref, warehouse=str(drifted), return_state=True, **WINDOWS)
     assert state.is_failed() and built == []
     with pytest.raises(ContractViolation, match=r"missing 1 column: ret_1d_cs_z"):
         state.result()
@@ -63,7 +63,7 @@ def test_a_contract_violation_fails_the_run_before_any_model_is_built(market, tm
 def test_a_checkpoint_manifest_that_differs_is_refused(market):
     config, ref = market
     other = dict(ref, manifest_sha256="0" * 64)
-    state = train_flow.train(config=config, features_ref=other, return_state=True, **WINDOWS)
+    state = train_flow.train(config=config, features=other, return_state=True, **WINDOWS)
     assert state.is_failed()
     with pytest.raises(ContractViolation, match="manifest hash"):
         state.result()
@@ -72,7 +72,7 @@ def test_a_checkpoint_manifest_that_differs_is_refused(market):
 def test_windows_must_be_ordered(market):
     config, ref = market
     bad = dict(WINDOWS, valid_start=date(2022, 9, 1))
-    state = train_flow.train(config=config, features_ref=ref, return_state=True, **bad)
+    state = train_flow.train(config=config, features=ref, return_state=True, **bad)
     assert state.is_failed()
     with pytest.raises(ValueError, match="train_end < valid_start"):
         state.result()
@@ -85,8 +85,8 @@ def test_a_run_that_will_not_fit_its_timeout_says_so_after_the_first_epoch(tmp_p
     ingest_flow.ingest(config=config)
     ref = features_flow.build_features(config=config)
     with caplog.at_level("INFO"):
-        staged = train_flow.train(config=config, features_ref=ref, **WINDOWS)
-    assert staged["epochs_run"] < 1000
+        staged = train_flow.train(config=config, features=ref, **WINDOWS)
+    assert staged.epochs_run < 1000
     messages = [r.getMessage() for r in caplog.records]
     warnings = [m for m in messages if "past the 1-min timeout (train.timeout_s)" in m]
     assert len(warnings) == 1 and "1000 epochs need about" in warnings[0]

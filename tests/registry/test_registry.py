@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from atft import charts
 from atft.registry import WINDOW_KEYS, PublishRefused, Registry, RegistryError
 from atft.registry.integrity import CHECKSUMS, PAYLOAD, sha256
 from atft.registry.provenance import LIBRARIES
@@ -58,6 +59,19 @@ def test_a_published_version_holds_every_file_and_metadata_item(registry, staged
 
     predictions = registry.predictions(version).to_pandas()
     pd.testing.assert_frame_equal(predictions, publish_kwargs()["predictions"], check_dtype=False)
+
+
+def test_charts_are_kept_with_the_version_covered_by_the_checksums(registry, staged, manifest, publish_kwargs):
+    _, staged_dir = staged()
+    image = charts.training_curves([{"epoch": 1, "train_loss": 1.0, "valid_rank_ic": {"5": 0.1}}])
+    version = registry.publish(staged_dir, manifest, **publish_kwargs(), charts={"training": image})
+    directory = Path(registry.storage.location(version))
+    assert (directory / "chart-training.png").read_bytes() == image and registry.verify(version) == []
+    (directory / "chart-training.png").write_bytes(image[:-10])  # a chart is checked like any other file
+    assert any("chart-training.png" in problem for problem in registry.verify(version))
+    for name, data in (("Training", image), ("evil", b"MZ not a png")):
+        with pytest.raises(PublishRefused, match="must be a PNG named with lowercase letters"):
+            registry.publish(staged_dir, manifest, **publish_kwargs(), charts={name: data})
 
 
 def test_versions_are_listed_oldest_first_and_publishing_without_promotion_keeps_the_champion(registry, published):
