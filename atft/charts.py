@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 DPI = 110
 
@@ -99,12 +100,11 @@ def input_weights(weights: pd.Series, groups: Mapping[str, str], shown: int = 20
     colours = [palette(names.index(groups[name]) % 10) for name in top.index]
     fig, axis = plt.subplots(figsize=(8, 0.28 * len(top) + 1.2))
     axis.barh(top.index, top.to_numpy(), color=colours)
-    for i, name in enumerate(names):
-        if name in {groups[n] for n in top.index}:
-            axis.barh([], [], color=palette(i % 10), label=name)
+    shown_groups = {groups[n] for n in top.index}
+    handles = [Patch(color=palette(i % 10), label=name) for i, name in enumerate(names) if name in shown_groups]
     axis.set_title(f"variable selection: the top {len(top)} inputs (mean weight)")
     axis.grid(alpha=0.3, axis="x")
-    axis.legend(fontsize=8, loc="lower right")
+    axis.legend(handles=handles, fontsize=8, loc="lower right")
     return png(fig)
 
 

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import date
 from pathlib import Path
 
 import httpx
@@ -28,10 +29,11 @@ from harness import finish
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from atft.calendar import TradingCalendar  # noqa: E402
 from flows.serve import PREFECT, spawn, stop_children, wait_healthy  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
-AS_OF, LATER = "2022-10-31", "2022-12-28"
+AS_OF, LATER = "2022-10-31", "2022-12-28"  # the retrain, and the monitor after a month of daily scores
 IMAGES_LOADED = "() => [...document.images].map(i => ({src: i.src.slice(0, 30), ok: i.complete && i.naturalWidth > 0}))"
 
 
@@ -96,7 +98,9 @@ def main() -> None:
             config = str(small_market(Path(tmp)))
             run(env, "retrain", "--config", config, "--as-of", AS_OF)
             run(env, "ingest", "--config", config)
-            run(env, "score", "--config", config, "--as-of", LATER)
+            # A month of daily scores after the retrain, then the monitor once their 5-day labels are in.
+            for day in TradingCalendar("XTKS").sessions(date(2022, 11, 1), date(2022, 12, 1)):
+                run(env, "score", "--config", config, "--as-of", str(day.date()))
             run(env, "monitor", "--config", config, "--as-of", LATER)
             artifacts = image_artifacts(api)
             pages = {f"artifact-{a['key']}": f"{ui}/artifacts/artifact/{a['id']}" for a in artifacts}
