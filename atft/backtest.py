@@ -36,7 +36,6 @@ from atft.baselines import (
     dense_rows,
     lightgbm_scores,
     oracle_scores,
-    read_oracle,
     reversal_scores,
     ridge_scores,
 )
@@ -54,6 +53,7 @@ from atft.threads import govern
 from atft.training.session import TrainingData, initial_model, prepare_data, train_model
 from atft.training.trainer import EpochRecord, TrainResult
 from atft.training.warm_start import COLD, WarmStart
+from atft.warehouse import read_oracle
 from atft.windows import RetrainWindows, retrain_windows
 from schemas.manifest import FeatureManifest
 

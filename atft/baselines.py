@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import date
 
-import duckdb
 import lightgbm
 import numpy as np
 import pandas as pd
@@ -141,11 +139,6 @@ def reversal_scores(arrays: FeatureArrays, days: Sequence[int]) -> np.ndarray:
     """[D, S, H] minus the CS-Z 5-day return, the same score for every horizon."""
     reversal = -arrays.x[days][..., arrays.manifest.feature_names.index(REVERSAL_FEATURE)]
     return np.repeat(reversal[..., None], len(arrays.horizons), axis=-1)
-
-
-def read_oracle(con: duckdb.DuckDBPyConnection, start: date, end: date) -> pd.DataFrame:
-    """The synthetic market's expected forward returns for days in [start, end]: Code, Date, oracle_<h>d."""
-    return con.execute("SELECT * FROM synthetic_oracle WHERE Date BETWEEN ? AND ?", [start, end]).df()
 
 
 def oracle_scores(arrays: FeatureArrays, days: Sequence[int], oracle: pd.DataFrame) -> np.ndarray:

@@ -390,6 +390,12 @@ class Warehouse:
 _FEATURE_TABLE = re.compile(r"^features_[0-9a-f]{12}$")
 
 
+def read_oracle(con: duckdb.DuckDBPyConnection, start: date, end: date) -> pd.DataFrame:
+    """The synthetic market's expected forward returns for days in [start, end]: Code, Date, oracle_<h>d. For
+    judging only: nothing that builds features or trains may read it."""
+    return con.execute("SELECT * FROM synthetic_oracle WHERE Date BETWEEN ? AND ?", [start, end]).df()
+
+
 def _keys(table: str) -> tuple[str, ...]:
     """The ordering key of one of the warehouse's own tables.
 

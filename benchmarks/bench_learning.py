@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from harness import finish
 
-from atft.baselines import csz_columns, dense_rows, oracle_scores, read_oracle, reversal_scores, ridge_scores
+from atft.baselines import csz_columns, dense_rows, oracle_scores, reversal_scores, ridge_scores
 from atft.config import load_config, parse_overrides
 from atft.data.arrays import FeatureArrays, load_arrays
 from atft.data.dataset import DayDataset, day_loader, history_days
@@ -34,7 +34,7 @@ from atft.ingest import ingest
 from atft.metrics import daily_ic, daily_rank_ic, summarise
 from atft.prediction import predict
 from atft.training.session import Windows, prepare_data, train_model
-from atft.warehouse import Warehouse
+from atft.warehouse import Warehouse, read_oracle
 from schemas.manifest import FeatureManifest
 
 REPORTED = (1, 5)

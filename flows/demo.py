@@ -18,13 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from atft.baselines import read_oracle
 from atft.calendar import TradingCalendar
 from atft.config import PipelineConfig
 from atft.features.store import build_state
 from atft.metrics import daily_rank_ic, summarise
 from atft.registry import Registry
-from atft.warehouse import Warehouse
+from atft.warehouse import Warehouse, read_oracle
 from flows.cli import DEFAULT_CONFIG, Command, alias_main, run_flow
 from flows.references import RunConfig
 from flows.retrain import rolling_retrain

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from atft.features.panel import sector_panel
-from atft.features.store import feature_dates
+from atft.features.store import feature_codes, feature_dates, feature_rows, feature_schema
 from schemas.contract import check_contract
 from schemas.manifest import FeatureManifest
 
@@ -69,10 +69,6 @@ class FeatureArrays:
         return self.cube.array
 
 
-def table_schema(con: duckdb.DuckDBPyConnection, table: str) -> object:
-    return con.sql(f"SELECT * FROM {table} LIMIT 0").to_arrow_table().schema
-
-
 def load_arrays(
     con: duckdb.DuckDBPyConnection,
     manifest: FeatureManifest,
@@ -84,7 +80,7 @@ def load_arrays(
     float16: bool = False,
 ) -> FeatureArrays:
     """Rows of ``manifest``'s table for days in [start, end], plus ``history`` earlier days for lookbacks."""
-    check_contract(table_schema(con, manifest.table_name), manifest)
+    check_contract(feature_schema(con, manifest.table_name), manifest)
     table = manifest.table_name
     days = feature_dates(con, table, through=end)
     first = next((i for i, d in enumerate(days) if d >= start), len(days))
@@ -92,10 +88,8 @@ def load_arrays(
     if not days or days[-1] < start:
         raise ValueError(f"{table} has no rows between {start} and {end}")
     dates = pd.DatetimeIndex(days)
-    codes = np.array([c for (c,) in con.execute(
-        f"SELECT DISTINCT Code FROM {table} WHERE Date BETWEEN ? AND ? ORDER BY Code", [days[0], end]
-    ).fetchall()], dtype=object)  # fmt: skip
-    rows = con.sql(f"SELECT * FROM {table} WHERE Date BETWEEN ? AND ?", params=[days[0], end]).to_arrow_table()
+    codes = np.array(feature_codes(con, table, days[0], end), dtype=object)
+    rows = feature_rows(con, table, days[0], end)
     d = dates.get_indexer(pd.DatetimeIndex(rows["Date"].to_numpy(zero_copy_only=False)))
     s = np.searchsorted(codes, rows["Code"].to_numpy(zero_copy_only=False))
     shape = (len(dates), len(codes))

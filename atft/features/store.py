@@ -61,6 +61,22 @@ def feature_dates(con: duckdb.DuckDBPyConnection, table: str, through: date | No
     return [d for (d,) in con.execute(f"SELECT DISTINCT Date FROM {table} {where} ORDER BY Date", params).fetchall()]
 
 
+def feature_schema(con: duckdb.DuckDBPyConnection, table: str) -> pa.Schema:
+    """The columns of a feature table, in order, with their types (what the contract is checked against)."""
+    return con.sql(f"SELECT * FROM {table} LIMIT 0").to_arrow_table().schema
+
+
+def feature_codes(con: duckdb.DuckDBPyConnection, table: str, start: date, end: date) -> list[str]:
+    """The stocks with a row in [start, end], sorted."""
+    query = f"SELECT DISTINCT Code FROM {table} WHERE Date BETWEEN ? AND ? ORDER BY Code"
+    return [c for (c,) in con.execute(query, [start, end]).fetchall()]
+
+
+def feature_rows(con: duckdb.DuckDBPyConnection, table: str, start: date, end: date) -> pa.Table:
+    """Every column of the rows in [start, end]."""
+    return con.sql(f"SELECT * FROM {table} WHERE Date BETWEEN ? AND ?", params=[start, end]).to_arrow_table()
+
+
 def read_labels(con: duckdb.DuckDBPyConnection, table: str, horizon: int, days: list[date]) -> pd.DataFrame:
     """``Date``, ``Code`` and ``target_<horizon>d`` of ``days``, only where the label is valid (complete)."""
     target = f"target_{horizon}d"

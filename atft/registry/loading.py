@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 
 from atft.config import ModelConfig
-from atft.data.arrays import table_schema
+from atft.features.store import feature_schema
 from atft.models import ContractModel, build_model
 from atft.registry.errors import CheckpointRefused
 from atft.registry.integrity import MODEL, WEIGHTS, parse_json
@@ -55,7 +55,7 @@ def check_feature_table(
 ) -> None:  # fmt: skip
     """Refuse when ``table``'s columns differ from the checkpoint's manifest (names compared case-sensitively)."""
     try:
-        schema = table_schema(con, table)
+        schema = feature_schema(con, table)
     except duckdb.Error as exc:
         raise CheckpointRefused(f"cannot read the columns of feature table {table!r}: {exc}") from None
     try:

@@ -19,8 +19,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from atft.config import PipelineConfig, TrainConfig
-from atft.data.arrays import FeatureArrays, load_arrays, table_schema
+from atft.data.arrays import FeatureArrays, load_arrays
 from atft.data.dataset import DayDataset, day_loader, history_days
+from atft.features.store import feature_schema
 from atft.losses import RankingLoss
 from atft.metrics import daily_rank_ic, summarise
 from atft.models import ContractModel, build_model
@@ -75,7 +76,7 @@ class TrainingData:
 
 def check_features(con: duckdb.DuckDBPyConnection, manifest: FeatureManifest, expected_sha256: str) -> None:
     """Refuse a feature table whose columns, or whose manifest, differ from what the run was promised."""
-    check_contract(table_schema(con, manifest.table_name), manifest, actual_hash=expected_sha256)
+    check_contract(feature_schema(con, manifest.table_name), manifest, actual_hash=expected_sha256)
 
 
 def prepare_data(con: duckdb.DuckDBPyConnection, manifest: FeatureManifest, config: PipelineConfig,

@@ -12,12 +12,11 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
 
-from atft.baselines import read_oracle
 from atft.config import load_config
 from atft.features.store import build_state, feature_dates
 from atft.registry import Registry
 from atft.scoring import write_predictions
-from atft.warehouse import Warehouse
+from atft.warehouse import Warehouse, read_oracle
 from flows.features import build_features
 from flows.ingest import ingest
 from flows.monitor import DEGRADED_EVENT, monitor
