@@ -15,11 +15,11 @@ import sys
 from collections.abc import Sequence
 
 from atft.registry.__main__ import main as registry_main
-from flows import backtest, demo, features, ingest, monitor, retrain, score
+from flows import backtest, demo, features, ingest, monitor, replay, retrain, score
 from flows.cli import add_common_arguments, execute
 from flows.serve import serve
 
-FLOWS = (demo, ingest, features, retrain, backtest, score, monitor)
+FLOWS = (demo, ingest, features, retrain, backtest, score, monitor, replay)
 COMMANDS = {module.COMMAND.name: module.COMMAND for module in FLOWS}
 
 

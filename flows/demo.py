@@ -112,6 +112,7 @@ def _print_next(config: str, settings: PipelineConfig, seconds: float) -> None:
     print(f"  .venv/bin/atft registry --config {config} list        # versions, champion, metrics")
     print(f"  .venv/bin/atft registry --config {config} show        # the champion's full record")
     print(f"  .venv/bin/atft score --config {config}                # today's predictions")
+    print(f"  .venv/bin/atft replay --config {config} --start 2024-12-02 --end 2024-12-27   # score + monitor per day")
     print("  .venv/bin/atft --help                                   # every command")
     print(f"  warehouse {settings.warehouse.path}, registry {settings.registry.path}")
     print("  the Prefect UI and deployments: deployments/README.md")

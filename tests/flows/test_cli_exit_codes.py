@@ -21,7 +21,20 @@ from prefect.settings import PREFECT_API_URL
 from prefect.states import Cancelled, Completed, Crashed, Failed, Pending, State
 
 from atft.training.session import Windows
-from flows import backtest, command, demo, evaluate, features, ingest, monitor, publish, retrain, score, train
+from flows import (
+    backtest,
+    command,
+    demo,
+    evaluate,
+    features,
+    ingest,
+    monitor,
+    publish,
+    replay,
+    retrain,
+    score,
+    train,
+)  # fmt: skip
 from flows.cli import exit_code
 from flows.references import FeatureRef, GateVerdict, StagedModel, WarmStartRecord
 
@@ -86,6 +99,7 @@ FAILING: dict[str, tuple[Callable[[list[str] | None], int], Callable[[str, Path]
     "publish": (publish.main, lambda config, tmp: [config, _staged(tmp), _gates(tmp, True)], "missing-manifest.json"),
     "score": (score.main, lambda config, tmp: [config], "no raw quotes"),
     "monitor": (monitor.main, lambda config, tmp: [config], "no raw quotes"),
+    "replay": (replay.main, lambda config, tmp: [config, "--start", "2022-10-03", "--end", AS_OF], "no raw quotes"),
     "retrain": (retrain.main, lambda config, tmp: [config, "--as-of", AS_OF], "missing.parquet"),
     "backtest": (backtest.main, lambda config, tmp: [config, "--start", "2022-10-03", "--end", AS_OF], "no raw quotes"),
     "demo": (demo.main, lambda config, tmp: ["--config", config], "missing.parquet"),

@@ -3,6 +3,7 @@ the configured window, and the event that the retrain automation listens for rea
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import date
 
@@ -20,6 +21,7 @@ from atft.warehouse import Warehouse, read_oracle
 from flows.features import build_features
 from flows.ingest import ingest
 from flows.monitor import DEGRADED_EVENT, monitor
+from flows.replay import replay_days
 from flows.retrain import rolling_retrain
 
 AS_OF = date(2022, 10, 31)
@@ -115,3 +117,20 @@ def test_nothing_published_is_skipped(tmp_path, small_market):
     ingest(config=config)
     state = monitor(config=config, return_state=True)
     assert state.name == "Skipped" and "no champion to monitor" in state.message
+
+
+def test_the_replay_scores_and_judges_each_day_in_order(champion, read_artifacts):
+    config, settings, version, days = champion
+    start = days.index(AS_OF) + 2 * WINDOW + 1  # after the days the test above wrote by hand
+    replayed = days[start : start + 4]
+    state = replay_days(config=config, start=replayed[0], end=replayed[-1], return_state=True)
+    assert state.is_completed() and state.message.startswith(f"4 days replayed, {replayed[0]}..{replayed[-1]}: ")
+    rows = state.result()
+    assert [r["day"] for r in rows] == [str(d) for d in replayed]
+    assert all(r["monitor"] in {"Healthy", "Degraded"} and version in r["finding"] for r in rows)
+    with Warehouse(settings.warehouse.path, read_only=True) as wh:
+        scored = wh.con.execute(
+            "SELECT Date, count(*) FROM predictions WHERE model_version = ? AND Date BETWEEN ? AND ? GROUP BY Date "
+            "ORDER BY Date", [version, replayed[0], replayed[-1]]).fetchall()  # fmt: skip
+    assert [d for d, _ in scored] == replayed and all(n == r["stocks"] for (_, n), r in zip(scored, rows, strict=True))
+    assert len(json.loads(read_artifacts("replay-watched-days")[0].data)) == 4
