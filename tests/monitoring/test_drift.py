@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from atft.config import DriftConfig, PipelineConfig
+from atft.config import DriftConfig, load_config
 from atft.drift import input_drift, psi
 from atft.features.build import build_features
 from atft.features.store import feature_dates
@@ -33,15 +33,8 @@ def test_psi_is_zero_for_the_same_distribution_and_grows_with_a_shift() -> None:
 
 
 @pytest.fixture(scope="module")
-def table(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, FeatureManifest, list[date]]:
-    tmp = tmp_path_factory.mktemp("drift")
-    config = PipelineConfig.model_validate({
-        "name": "drift",
-        "source": {"kind": "synthetic", "seed": 4, "n_stocks": 30, "start": "2022-01-04", "end": "2022-12-28"},
-        "universe": {"code_pattern": r"^\d{4}$"},
-        "warehouse": {"path": str(tmp / "market.duckdb")},
-        "features": {"cs_z": {"min_stocks": 10}, "manifest_dir": str(tmp / "manifests")},
-    })  # fmt: skip
+def table(tmp_path_factory: pytest.TempPathFactory, small_market) -> tuple[Path, FeatureManifest, list[date]]:
+    config = load_config(small_market(tmp_path_factory.mktemp("drift"), "drift"))
     ingest(config)
     manifest = FeatureManifest.read(build_features(config).manifest_path)
     with Warehouse(config.warehouse.path, read_only=True) as wh:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from atft.config import MonitorConfig, PipelineConfig
+from atft.config import MonitorConfig, PipelineConfig, load_config
 from atft.features.build import build_features
 from atft.features.store import feature_dates, read_labels
 from atft.ingest import ingest
@@ -22,19 +22,11 @@ VERSION = "v-monitored"
 
 
 @pytest.fixture(scope="module")
-def market(tmp_path_factory: pytest.TempPathFactory) -> tuple[PipelineConfig, str, list[date]]:
+def market(tmp_path_factory: pytest.TempPathFactory, small_market) -> tuple[PipelineConfig, str, list[date]]:
     """30 synthetic stocks over 2022 with their feature table (built through the end: every label is in the table),
     and random predictions of one version for 30 days from mid-year."""
-    tmp = tmp_path_factory.mktemp("monitoring")
-    config = PipelineConfig.model_validate({
-        "name": "monitoring",
-        "source": {"kind": "synthetic", "seed": 4, "n_stocks": 30, "start": "2022-01-04", "end": "2022-12-28"},
-        "universe": {"code_pattern": r"^\d{4}$"},
-        "warehouse": {"path": str(tmp / "market.duckdb")},
-        "features": {"cs_z": {"min_stocks": 10}, "manifest_dir": str(tmp / "manifests"), "execution_lag": 1},
-        "train": {"staging_dir": str(tmp / "staging")},
-        "registry": {"path": str(tmp / "registry")},
-    })  # fmt: skip
+    config = load_config(small_market(tmp_path_factory.mktemp("monitoring"), "monitoring",
+                                      features={"execution_lag": 1}))  # fmt: skip
     ingest(config)
     table = build_features(config).table
     with Warehouse(config.warehouse.path) as wh:
