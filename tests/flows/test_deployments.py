@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -73,6 +74,19 @@ def test_deploy_run_and_execute_with_a_process_worker(tmp_path):
     # A match value is a string or a list of them, as Prefect stores it.
     matched = {str(v) for a in degraded for v in _listed(a.trigger.match.get("prefect.resource.id"))}
     assert matched == {"atft.pipeline.demo", "atft.pipeline.jp-daily"}, matched
+
+    # The server's scheduler turns a cron deployment into scheduled runs (its insert broke with SQLAlchemy 2.1).
+    async def scheduled_runs():
+        async with get_client() as client:
+            deployment = await client.read_deployment_by_name("monitor/daily-jp")
+            response = await client._client.post(f"/deployments/{deployment.id}/schedule", json={"max_runs": 3})
+            response.raise_for_status()
+            runs = await client.read_flow_runs()
+            return [r for r in runs if r.deployment_id == deployment.id and r.state.is_scheduled()]
+
+    scheduled = asyncio.run(scheduled_runs())
+    tokyo = [r.expected_start_time.astimezone(ZoneInfo("Asia/Tokyo")) for r in scheduled]
+    assert len(tokyo) == 3 and all(t.weekday() < 5 and (t.hour, t.minute) == (18, 45) for t in tokyo)
 
     runs, deployment_id = asyncio.run(demo_runs())
     (run,) = [r for r in runs if r.deployment_id == deployment_id]
