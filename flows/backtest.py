@@ -60,7 +60,7 @@ from atft.threads import core_budget
 from flows.cli import Command, alias_main, run_flow
 from flows.features import build_features
 from flows.naming import named_by_config
-from flows.references import BacktestRecord, FeatureRef, ReplayedWindow, RunConfig, resolve
+from flows.references import BacktestRecord, FeatureRef, Overrides, ReplayedWindow, RunConfig, resolve
 
 TaskRunnerName = Literal["threads", "dask"]
 
@@ -247,7 +247,7 @@ def backtest(
     task_runner: TaskRunnerName = "threads",
     warehouse: str | None = None,
     workers: int | None = None,
-    overrides: dict[str, Any] | None = None,
+    overrides: Overrides = None,
     dask_address: str | None = None,
 ) -> BacktestRecord:
     """Retrain every ``step`` sessions (default ``retrain.step_days``) with as-of dates from ``start`` to ``end``; each

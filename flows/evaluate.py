@@ -34,7 +34,7 @@ from atft.registry.integrity import HISTORY
 from atft.training.session import load_staged
 from flows.cli import reference, run_flow
 from flows.naming import named_by_config
-from flows.references import GateVerdict, RunConfig, StagedModel, resolve
+from flows.references import GateVerdict, Overrides, RunConfig, StagedModel, resolve
 from flows.train import checked
 
 # In the staged directory: metrics.json, baselines.json, gates.json, predictions.parquet, the daily curves of every
@@ -173,13 +173,18 @@ def _number(value: float) -> float | None:
 
 @flow(name="evaluate", flow_run_name=named_by_config("evaluate"))
 def evaluate(
-    config: str | RunConfig, staged: StagedModel, eval_start: date, eval_end: date, warehouse: str | None = None
+    config: str | RunConfig,
+    staged: StagedModel,
+    eval_start: date,
+    eval_end: date,
+    warehouse: str | None = None,
+    overrides: Overrides = None,
 ) -> GateVerdict:
     """Metrics and gates of the staged challenger on [eval_start, eval_end], against the champion if any.
 
     Returns the verdict and the paths of the metrics, baselines, gates and predictions written beside the weights.
     """
-    config = resolve(config, warehouse)
+    config = resolve(config, warehouse, overrides)
     settings = config.settings
     horizons = list(settings.features.horizons)
     parse_gates(settings.evaluation, horizons)  # a typo in a gate fails here, before any scoring

@@ -25,7 +25,7 @@ from atft.features.catalogue import FEATURE_CODE_VERSION
 from atft.features.store import history_fingerprint
 from flows.cli import Command, alias_main, run_flow
 from flows.naming import named_by_config
-from flows.references import FeatureRef, RunConfig, resolve
+from flows.references import FeatureRef, Overrides, RunConfig, resolve
 from schemas.feature_table import FeatureValidationError
 
 
@@ -90,12 +90,13 @@ def build_features(
     config: str | RunConfig = "deployments/demo.yaml",
     as_of: date | None = None,
     warehouse: str | None = None,
+    overrides: Overrides = None,
 ) -> FeatureRef:
     """Build or bring up to date the feature table through ``as_of`` (default: the last ingested day).
 
     Returns a reference: the table name, the manifest hash and path, and the last day built.
     """
-    config = resolve(config, warehouse)
+    config = resolve(config, warehouse, overrides)
     build = FeatureBuild(**build_feature_table(config, as_of))
     if not still_current(config.settings.warehouse.path, build, get_run_logger().info):
         # A cached build the table no longer matches (dropped, or rebuilt shorter in a fresh warehouse): build again.

@@ -26,7 +26,7 @@ from atft.ingest import ingest as run_ingest
 from atft.sources.base import MarketSource, TransientSourceError
 from flows.cli import Command, alias_main, run_flow
 from flows.naming import named_by_config
-from flows.references import RunConfig, resolve
+from flows.references import Overrides, RunConfig, resolve
 
 
 def _retry_transient_only(task: Any, task_run: Any, state: Any) -> bool:
@@ -114,12 +114,13 @@ def ingest(
     start: date | None = None,
     end: date | None = None,
     warehouse: str | None = None,
+    overrides: Overrides = None,
 ) -> IngestReport:
     """Ingest ``start``..``end`` (default: since the last ingested trading day) into the configured warehouse.
 
     ``warehouse`` overrides the config's warehouse path. Returns the ingest summary (counts, dates, hash).
     """
-    report = load_market_data(resolve(config, warehouse), start, end)
+    report = load_market_data(resolve(config, warehouse, overrides), start, end)
     _publish_artifacts(report)
     get_run_logger().info(
         "%s: %s rows inserted, %s updated, %s rejected; raw_quotes sha256 %s",

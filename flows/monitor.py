@@ -33,7 +33,7 @@ from atft.registry import Registry
 from flows.cli import Command, alias_main, run_flow
 from flows.features import build_features
 from flows.naming import config_stem
-from flows.references import FeatureRef, RunConfig, resolve
+from flows.references import FeatureRef, Overrides, RunConfig, resolve
 
 DEGRADED_EVENT = "atft.champion.degraded"
 _STATES = {"healthy": "Healthy", "degraded": "Degraded", "warming_up": "WarmingUp"}
@@ -120,11 +120,11 @@ def _run_name() -> str:
 
 @flow(name="monitor", flow_run_name=_run_name)
 def monitor(config: str | RunConfig = "deployments/demo.yaml", as_of: date | None = None,
-            warehouse: str | None = None) -> State:  # fmt: skip
+            warehouse: str | None = None, overrides: Overrides = None) -> State:  # fmt: skip
     """Judge the predictions whose labels have arrived by ``as_of`` (default: the feature table's last day) and check
     the champion's rolling realised RankIC; ``Degraded`` emits ``atft.champion.degraded``."""
     logger = get_run_logger()
-    config = resolve(config, warehouse)
+    config = resolve(config, warehouse, overrides)
     features = build_features(config=config, as_of=as_of)
     day = as_of or features.through
     written = record_performance(config, features, day)

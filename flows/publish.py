@@ -28,7 +28,7 @@ from prefect.transactions import Transaction, get_transaction, transaction
 from atft.registry import Registry
 from flows.cli import reference, run_flow
 from flows.naming import named_by_config
-from flows.references import GateVerdict, PublishedVersion, RunConfig, StagedModel, resolve
+from flows.references import GateVerdict, Overrides, PublishedVersion, RunConfig, StagedModel, resolve
 
 
 @task(name="register-version", cache_policy=NO_CACHE)
@@ -86,11 +86,15 @@ def verify_champion(config: RunConfig, staged: StagedModel) -> None:
 
 @flow(name="publish", flow_run_name=named_by_config("publish"))
 def publish(
-    config: str | RunConfig, staged: StagedModel, verdict: GateVerdict, warehouse: str | None = None
+    config: str | RunConfig,
+    staged: StagedModel,
+    verdict: GateVerdict,
+    warehouse: str | None = None,
+    overrides: Overrides = None,
 ) -> PublishedVersion | State:
     """Publish when every gate passed; otherwise end as ``Completed(name="GateRejected")`` with the reasons."""
     logger = get_run_logger()
-    config = resolve(config, warehouse)
+    config = resolve(config, warehouse, overrides)
     if not verdict.passed:
         reasons = "; ".join(verdict.reasons)
         create_markdown_artifact(

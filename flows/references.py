@@ -19,6 +19,10 @@ from atft.training.session import Windows
 from atft.warehouse import Warehouse
 from schemas.manifest import FeatureManifest
 
+# Dotted config keys and their values, e.g. {"train.epochs": 4}: what a deployment run or a caller changes in the
+# config for one run; resolved with the config into the run's frozen file.
+Overrides = dict[str, Any] | None
+
 
 class Reference(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")

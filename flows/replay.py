@@ -24,7 +24,7 @@ from atft.calendar import TradingCalendar
 from flows.cli import Command, alias_main, run_flow
 from flows.monitor import monitor
 from flows.naming import config_stem
-from flows.references import RunConfig, resolve
+from flows.references import Overrides, RunConfig, resolve
 from flows.score import score
 
 
@@ -33,11 +33,13 @@ def _run_name() -> str:
 
 
 @flow(name="replay-days", flow_run_name=_run_name)
-def replay_days(config: str | RunConfig, start: date, end: date, warehouse: str | None = None) -> State:
+def replay_days(
+    config: str | RunConfig, start: date, end: date, warehouse: str | None = None, overrides: Overrides = None
+) -> State:
     """Score, then monitor, every session from ``start`` to ``end``; ends with how many days were healthy, warming
     up, degraded or skipped."""
     logger = get_run_logger()
-    config = resolve(config, warehouse)
+    config = resolve(config, warehouse, overrides)
     days = [d.date() for d in TradingCalendar(config.settings.calendar).sessions(start, end)]
     if not days:
         return Completed(name="Skipped", message=f"no {config.settings.calendar} session in {start}..{end}")

@@ -32,7 +32,7 @@ from flows.features import build_features
 from flows.ingest import ingest
 from flows.naming import config_stem
 from flows.publish import publish
-from flows.references import FeatureRef, PublishedVersion, RunConfig, resolve
+from flows.references import FeatureRef, Overrides, PublishedVersion, RunConfig, resolve
 from flows.train import check_feature_contract, train
 
 
@@ -64,13 +64,16 @@ def _run_name() -> str:
 
 @flow(name="rolling-retrain", flow_run_name=_run_name)
 def rolling_retrain(
-    config: str | RunConfig = "deployments/demo.yaml", as_of: date | None = None, warehouse: str | None = None
+    config: str | RunConfig = "deployments/demo.yaml",
+    as_of: date | None = None,
+    warehouse: str | None = None,
+    overrides: Overrides = None,
 ) -> State:
     """Retrain on ``as_of`` (default: today on the exchange's calendar) and publish the model if it passes."""
     logger = get_run_logger()
     # Resolved once: ingest, features, training, evaluation and publication all take these settings, however the
     # YAML is edited during a long training.
-    config = resolve(config, warehouse)
+    config = resolve(config, warehouse, overrides)
     settings = config.settings
     calendar = TradingCalendar(settings.calendar)
     day = as_of or calendar.today()

@@ -31,7 +31,7 @@ from atft.scoring import PREDICTIONS_TABLE, day_to_score, load_champion, score_d
 from flows.cli import Command, alias_main, run_flow
 from flows.features import build_features
 from flows.naming import named_by_config
-from flows.references import ChampionRef, RunConfig, ScoredDay, resolve
+from flows.references import ChampionRef, Overrides, RunConfig, ScoredDay, resolve
 
 SHOWN = 10  # stocks at each end of the day's ranking in the artifact
 
@@ -116,13 +116,15 @@ def score_and_store(config: RunConfig, champion: ChampionRef, as_of: date | None
 
 
 @flow(name="score", flow_run_name=named_by_config("score"))
-def score(config: str | RunConfig, as_of: date | None = None, warehouse: str | None = None) -> ScoredDay:
+def score(
+    config: str | RunConfig, as_of: date | None = None, warehouse: str | None = None, overrides: Overrides = None
+) -> ScoredDay:
     """Score every stock trading on ``as_of`` (default: the feature table's last day) with the champion.
 
     Returns the version, the day, how many stocks were scored, the feature table and the predictions table.
     """
     logger = get_run_logger()
-    config = resolve(config, warehouse)
+    config = resolve(config, warehouse, overrides)
     # Today's features first (incremental, or served from the cache when the quotes have not changed).
     build_features(config=config, as_of=as_of)
     champion = check_champion(config)

@@ -28,7 +28,7 @@ from atft.training.trainer import EpochRecord, eta_text, overrun_warning
 from atft.training.warm_start import COLD, champion_start
 from flows.cli import reference, run_flow
 from flows.naming import named_by_config
-from flows.references import FeatureRef, RunConfig, StagedModel, WarmStartRecord, resolve
+from flows.references import FeatureRef, Overrides, RunConfig, StagedModel, WarmStartRecord, resolve
 from schemas.contract import ContractViolation
 
 
@@ -121,12 +121,13 @@ def train(
     valid_start: date,
     valid_end: date,
     warehouse: str | None = None,
+    overrides: Overrides = None,
 ) -> StagedModel:
     """Train on [train_start, train_end], early-stop on [valid_start, valid_end]; labels are purged at each end.
 
     ``features`` is what ``build_features`` returned. Returns a reference to the staged result.
     """
-    config = resolve(config, warehouse)
+    config = resolve(config, warehouse, overrides)
     span = Windows(train_start, train_end, valid_start, valid_end)
     features = checked(config, features)
     timeout = config.settings.train.timeout_s

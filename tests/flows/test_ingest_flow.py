@@ -63,6 +63,11 @@ def test_flow_parameters_override_window_and_warehouse(tmp_path):
     summary = ingest_flow.ingest(config=config, start=date(2023, 3, 1), end=date(2023, 3, 31), warehouse=str(other))
     assert (summary.first_date, summary.last_date) == (date(2023, 3, 1), date(2023, 3, 31))
     assert other.exists() and not (tmp_path / "flowtest.duckdb").exists()
+    # Any config key, as a deployment run passes it (--param overrides='{"source.n_stocks": 12}'): this run only.
+    third = tmp_path / "third.duckdb"
+    summary = ingest_flow.ingest(config=config, start=date(2023, 3, 1), end=date(2023, 3, 31),
+                                 overrides={"warehouse.path": str(third), "source.n_stocks": 12})  # fmt: skip
+    assert summary.codes == 12 and third.exists() and not (tmp_path / "flowtest.duckdb").exists()
 
 
 @pytest.fixture
