@@ -51,6 +51,8 @@ def score_challenger(config: RunConfig, staged: StagedModel, eval_start: date, e
         model = load_staged(Path(staged.staging_dir), manifest)
         result = evaluate_model(wh.con, model, manifest, settings, eval_start, eval_end, input_weights=True)
     directory = _evaluation_dir(staged)
+    for stale in directory.glob("curves-*.parquet"):  # an earlier evaluation's champion must not be drawn again
+        stale.unlink()
     result.predictions.to_parquet(directory / "predictions.parquet", index=False)
     result.curves.to_parquet(directory / "curves-challenger.parquet")
     if result.input_weights is not None:

@@ -101,6 +101,11 @@ def test_the_evaluation_charts_are_image_artifacts(trained, read_artifacts):
         (artifact,) = read_artifacts(f"evaluate-lenient-chart-{name}")[:1]
         assert artifact.type == "image" and artifact.data.startswith("data:image/png;base64,")
     assert (Path(staged.staging_dir) / "evaluation" / "curves-challenger.parquet").exists()
+    # A curve left by an earlier evaluation (a champion since replaced) is not drawn again.
+    stale = Path(staged.staging_dir) / "evaluation" / "curves-champion-vold.parquet"
+    stale.write_bytes(b"")
+    evaluate(config=lenient, staged=staged, **EVAL)
+    assert not stale.exists()
 
 
 def test_gate_artifacts_are_tables_per_horizon_and_gates(trained, read_artifacts):
