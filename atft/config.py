@@ -292,6 +292,9 @@ class LossConfig(_Strict):
     huber_delta: float = Field(1.0, gt=0)
     listnet_weight: float = Field(1.0, ge=0)
     listnet_tau: float = Field(1.0, gt=0)
+    # "top": ListNet on each day's best stocks only, which rewards volatility as such; "both": averaged with the
+    # worst's, which does not (see atft.losses.listnet_loss and benchmarks/README.md, "The volatility tilt").
+    listnet_sides: Literal["top", "both"] = "top"
     ic_weight: float = Field(1.0, ge=0)
     sharpe_weight: float = Field(0.1, ge=0)
     variance_floor: float = Field(0.2, ge=0)  # per-day prediction std below this is penalised

@@ -14,6 +14,7 @@ prediction std below a floor.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -89,8 +90,16 @@ def huber_loss(pred: Tensor, y: Tensor, mask: Tensor, delta: float) -> Tensor:
     return _day_mean(per_day, valid_day)
 
 
-def listnet_loss(pred: Tensor, y: Tensor, mask: Tensor, tau: float) -> Tensor:
-    """ListNet top-one cross-entropy per day, ``-(softmax(z(y)/tau) * log_softmax(pred/tau)).sum()``: [H]."""
+def listnet_loss(pred: Tensor, y: Tensor, mask: Tensor, tau: float, sides: Literal["top", "both"] = "top") -> Tensor:
+    """ListNet top-one cross-entropy per day, ``-(softmax(z(y)/tau) * log_softmax(pred/tau)).sum()``: [H].
+
+    ``sides="both"`` averages it with the same loss of the bottom one, ``listnet(-pred, -y)``. The top side alone is
+    minimised by scores that rank each stock's chance of being the day's best, and for stocks whose returns average
+    zero that chance grows with their volatility: it teaches a long-volatility tilt no label asked for. The bottom
+    side rewards the opposite by the same amount, so together they leave a stock's volatility unrewarded and keep
+    only what separates its chance of topping the day from its chance of bottoming it."""
+    if sides == "both":
+        return 0.5 * (listnet_loss(pred, y, mask, tau) + listnet_loss(-pred, -y, mask, tau))
     (pred, y), count, valid_day = _prepare(mask, pred, y)
     # z-score first: raw returns are ~1e-2, which would make softmax(y) almost uniform and the target uninformative.
     target = torch.softmax(torch.where(mask, _zscore(y, mask, count) / tau, _MASKED_LOGIT), dim=1)
@@ -162,7 +171,7 @@ class RankingLoss(torch.nn.Module):
             y = rank_gauss(y, mask)
         weighted = {
             "huber": (c.huber_weight, huber_loss(pred, y, mask, c.huber_delta)),
-            "listnet": (c.listnet_weight, listnet_loss(pred, y, mask, c.listnet_tau)),
+            "listnet": (c.listnet_weight, listnet_loss(pred, y, mask, c.listnet_tau, c.listnet_sides)),
             "ic": (c.ic_weight, ic_loss(pred, y, mask)),
             "sharpe": (c.sharpe_weight, sharpe_loss(pred, y, mask)),
             "variance": (c.variance_weight, variance_floor_penalty(pred, mask, c.variance_floor)),

@@ -52,11 +52,13 @@ from bench_walkforward import report as walkforward_report
 from harness import finish
 
 from atft.backtest import (
+    LABEL,
     REPORTED_HORIZONS,
     SOURCES,
     BacktestWindow,
     _train_and_predict,
     add_rank_average,
+    block_bootstrap_interval,
     daily_signal,
     load_window,
     plan_backtest,
@@ -238,10 +240,13 @@ def stitch_lever(
 
 
 def lever_record(
-    name: str, windows: list[BacktestWindow], settings: PipelineConfig, out: Path, seeds: int | None
-) -> dict[str, Any] | None:
+    name: str, windows: list[BacktestWindow], settings: PipelineConfig, out: Path, seeds: int | None,
+    inputs: pd.DataFrame | None = None,
+) -> dict[str, Any] | None:  # fmt: skip
     """The lever's figures over ``windows``: its ensemble of the first ``seeds`` seeds (all it has when None), each
-    seed alone, and the baselines, all from :func:`atft.backtest.summarise_backtest`; None where a window is missing."""
+    seed alone, and the baselines, all from :func:`atft.backtest.summarise_backtest`; None where a window is missing.
+    With ``inputs`` (``Date``, ``Code`` and input columns), also its 5d scores' :func:`loadings` on them, and the
+    baselines' and the label's."""
     lever = stitch_lever(name, windows, settings, out, seeds)
     if lever is None:
         return None
@@ -264,6 +269,8 @@ def lever_record(
             for source in ("model", "ridge", "lightgbm")
         },
         "single_seed_rank_ic": {f"{h}d": [m[f"rank_ic_{h}d"] for m in single] for h in REPORTED_HORIZONS},
+        "daily_rank_ic_5d": {row["Date"]: row["model_rank_ic_5d"] for row in summary["daily"]},
+        "loadings": {} if inputs is None else loadings(lever.frame, inputs),
         "seconds_per_model": float(np.mean(lever.seconds)),
         "epochs_per_model": float(np.mean(lever.epochs)),
         "warnings": summary["warnings"],
@@ -308,29 +315,74 @@ def final_record(
     return results
 
 
+def read_loading_inputs(
+    settings: PipelineConfig, table: str, columns: list[str], start: date, end: date
+) -> pd.DataFrame:
+    """``Date``, ``Code`` and ``columns`` of the feature table over [start, end]; an unknown column is a usage error."""
+    with duckdb.connect(str(settings.warehouse.path), read_only=True) as con:
+        known = {name for (name, *_) in con.execute(f"DESCRIBE {table}").fetchall()}
+        if unknown := [c for c in columns if c not in known]:
+            raise SystemExit(f"--loadings: {unknown} are not columns of {table}; e.g. rv_60, beta_60, ret_5d")
+        selected = ", ".join(f'"{c}"' for c in columns)
+        frame = con.execute(f"SELECT Date, Code, {selected} FROM {table} WHERE Date BETWEEN ? AND ?", [start, end]).df()
+    frame["Date"] = pd.to_datetime(frame["Date"])
+    return frame
+
+
+def loadings(frame: pd.DataFrame, inputs: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Per source (the lever's ensemble, ridge, LightGBM, and the 5d label itself), the mean over days of the daily
+    Spearman correlation of its 5d column with each input: what a source's ranking leans on. The label's row is each
+    input's own 5d RankIC on these days, what a lean on it earned."""
+    sources = {"model": "pred_5d", "ridge": "ridge_5d", "lightgbm": "lightgbm_5d", "label": f"{LABEL}_5d"}
+    merged = frame.assign(Date=pd.to_datetime(frame["Date"])).merge(inputs, on=["Date", "Code"], how="left")
+    columns = [c for c in inputs if c not in ("Date", "Code")]
+    return {source: {c: _mean_daily_spearman(merged, column, c) for c in columns} for source, column in sources.items()}
+
+
+def _mean_daily_spearman(frame: pd.DataFrame, a: str, b: str) -> float:
+    both = frame[["Date", a, b]].dropna()  # a stock-day missing either side is left out of that day
+    ranks = both.groupby("Date")[[a, b]].rank()
+    x, y = (ranks - ranks.groupby(both["Date"]).transform("mean")).to_numpy().T
+    day = both["Date"].to_numpy()
+    sums = pd.DataFrame({"xy": x * y, "xx": x * x, "yy": y * y}).groupby(day).sum()
+    return float((sums["xy"] / np.sqrt(sums["xx"] * sums["yy"])).mean())
+
+
 def _seed(path: Path) -> int:
     return int(re.search(r"seed-(\d+)", path.name).group(1))
 
 
-def report(records: list[dict[str, Any]], half: str) -> str:
-    """A markdown table: each lever's ensemble RankIC, RankICIR, Sharpe and wins, its seeds alone, its cost."""
+def report(records: list[dict[str, Any]], half: str, against: str | None = None) -> str:
+    """A markdown table: each lever's ensemble RankIC, RankICIR, Sharpe and wins, its seeds alone, its cost; with
+    ``against``, each lever's daily 5d RankIC minus that lever's on the same days, with its interval."""
+    reference = next((r for r in records if r["lever"] == against), None)
+    if against is not None and reference is None:
+        raise SystemExit(f"--against {against}: no such lever with every window of the {half} half")
+    paired = [f"minus {against} [90%]"] if reference else []
     lines = [f"Levers on the protocol's {half} windows (5-day label; the long-short book after costs):", "",
-             "| lever | settings | seeds | RankIC 5d | RankICIR 5d | LS Sharpe 5d | turnover 5d | beats ridge | "
-             "each seed alone | s per model |", "|---" * 10 + "|"]  # fmt: skip
+             "| lever | settings | seeds | RankIC 5d | " + "".join(f"{c} | " for c in paired)
+             + "RankICIR 5d | LS Sharpe 5d | turnover 5d | beats ridge | each seed alone | s per model |",
+             "|---" * (10 + len(paired)) + "|"]  # fmt: skip
     if records:
         first = records[0]
         for source, label in (("ridge", "ridge (baseline)"), ("lightgbm", "LightGBM (baseline)")):
             m = first["metrics"][source]
-            lines.append(f"| {label} | | | {m['rank_ic_5d']:.4f} | {m['rank_icir_5d']:.3f} | {m['ls_sharpe_5d']:.2f} | "
-                         f"{m['turnover_5d']:.2f} | | | |")  # fmt: skip
+            lines.append(
+                f"| {label} | | | {m['rank_ic_5d']:.4f} | "
+                + "| " * len(paired)
+                + f"{m['rank_icir_5d']:.3f} | {m['ls_sharpe_5d']:.2f} | {m['turnover_5d']:.2f} | | | |"
+            )
     for r in records:
         m, n = r["metrics"]["model"], len(r["windows"])
         control = {"none": [], "shuffled": ["labels shuffled"], "untrained": ["never trained"]}[r["control"]]
         settings = ", ".join([f"{k}={v}" for k, v in r["set"].items()] + control)
         alone = ", ".join(f"{v:.4f}" for v in r["single_seed_rank_ic"]["5d"])
-        lines.append(f"| {r['lever']} | {settings} | {r['seeds']} | {m['rank_ic_5d']:.4f} | {m['rank_icir_5d']:.3f} | "
+        versus = [paired_difference(r, reference)] if reference else []
+        lines.append(f"| {r['lever']} | {settings} | {r['seeds']} | {m['rank_ic_5d']:.4f} | "
+                     + "".join(f"{v} | " for v in versus) + f"{m['rank_icir_5d']:.3f} | "
                      f"{m['ls_sharpe_5d']:.2f} | {m['turnover_5d']:.2f} | {r['wins_rank_ic_5d']['model']['ridge']} of "
                      f"{n} | {alone} | {r['seconds_per_model']:.0f} |")  # fmt: skip
+    lines += loadings_table(records)
     floors = untrained_floors(records)
     for h, floor in floors.items():
         lines += ["", f"Untrained floor, {h}: {len(floor.rank_ics)} networks that never saw a label, each seed's "
@@ -342,6 +394,34 @@ def report(records: list[dict[str, Any]], half: str) -> str:
             for seed, value in enumerate(r["single_seed_rank_ic"][f"{h}d"], start=FIRST_SEED):
                 lines.append(f"- seed {seed}, {shuffled_verdict(value, h, floors.get(f'{h}d'))}")
     return "\n".join(lines)
+
+
+def paired_difference(record: dict[str, Any], reference: dict[str, Any]) -> str:
+    """The lever's daily 5d RankIC minus the reference lever's on the same days, with a 90% block-bootstrap interval.
+
+    Paired, the two share each day's market, and with the same seeds their networks start from the same weights, so
+    the random tilts both carry cancel in part: the difference is read more finely than either lever's own RankIC,
+    whose chance spread (the untrained floor) is the width of the whole lever table."""
+    if record is reference:
+        return ""
+    days = sorted(set(record["daily_rank_ic_5d"]) & set(reference["daily_rank_ic_5d"]))
+    diff = np.array([record["daily_rank_ic_5d"][d] - reference["daily_rank_ic_5d"][d] for d in days], dtype=float)
+    mean, low, high = block_bootstrap_interval(diff[np.isfinite(diff)], 5)
+    return f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]"
+
+
+def loadings_table(records: list[dict[str, Any]]) -> list[str]:
+    """The levers' :func:`loadings`, with ridge's, LightGBM's and the label's from the first record (the same days)."""
+    measured = [r for r in records if r["loadings"]]
+    if not measured:
+        return []
+    columns = list(measured[0]["loadings"]["model"])
+    title = "Loadings: each source's 5d scores, mean daily Spearman with the input (the label's row: its own 5d RankIC)"
+    lines = ["", title, "", "| source | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    rows = [(r["lever"], r["loadings"]["model"]) for r in measured]
+    rows += [(source, measured[0]["loadings"][source]) for source in ("ridge", "lightgbm", "label")]
+    lines += [f"| {name} | " + " | ".join(f"{row[c]:+.3f}" for c in columns) + " |" for name, row in rows]
+    return lines
 
 
 def untrained_floors(records: list[dict[str, Any]]) -> dict[str, UntrainedFloor]:
@@ -373,6 +453,15 @@ def main(argv: list[str] | None = None) -> int:
         help="report LEVER's record as the walk-forward benchmark does, skill targets included",
     )
     parser.add_argument("--apex", metavar="LEVER", help="with --final: the APEX lever to report beside it")
+    parser.add_argument(
+        "--loadings",
+        nargs="*",
+        default=[],
+        metavar="INPUT",
+        help="with --report: each lever's 5d scores' mean daily Spearman with these inputs",
+    )
+    parser.add_argument("--against", metavar="LEVER", help="with --report: each lever's 5d RankIC, day by day, "
+                        "minus LEVER's, with a 90%% block-bootstrap interval")  # fmt: skip
     parser.add_argument("--config", default="deployments/sp500.yaml")
     parser.add_argument("--warehouse", help="override warehouse.path")
     parser.add_argument("--out", type=Path, default=Path("data/bench/levers"))
@@ -404,8 +493,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     names = [args.lever] if args.lever and not args.report else sorted(
         p.name for p in args.out.iterdir() if (p / "lever.json").exists())  # fmt: skip
-    records = [r for n in names if (r := lever_record(n, chosen, settings, args.out, None)) is not None]
-    print(report(records, args.half))
+    inputs = None
+    if args.loadings:
+        start, end = chosen[0].oos_start, chosen[-1].oos_end
+        inputs = read_loading_inputs(settings, replay.manifest.table_name, args.loadings, start, end)
+    records = [r for n in names if (r := lever_record(n, chosen, settings, args.out, None, inputs)) is not None]
+    print(report(records, args.half, args.against))
     for r in records:
         for warning in r["warnings"]:
             print(f"{r['lever']}: {warning}")

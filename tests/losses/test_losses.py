@@ -110,6 +110,10 @@ def _np_sharpe(pred, y, mask):
 CASES = {
     "huber": (lambda p, y, m: huber_loss(p, y, m, delta=0.7), lambda p, y, m: _np_huber(p, y, m, 0.7)),
     "listnet": (lambda p, y, m: listnet_loss(p, y, m, tau=0.5), lambda p, y, m: _np_listnet(p, y, m, 0.5)),
+    "listnet_both": (
+        lambda p, y, m: listnet_loss(p, y, m, tau=0.5, sides="both"),
+        lambda p, y, m: 0.5 * (_np_listnet(p, y, m, 0.5) + _np_listnet(-p, -y, m, 0.5)),
+    ),
     "ic": (ic_loss, _np_ic),
     "sharpe": (sharpe_loss, _np_sharpe),
     "variance": (
@@ -204,12 +208,14 @@ def test_variance_floor_is_zero_above_the_floor_and_pushes_a_collapsed_day_apart
     assert (after > 2 * before).all()
 
 
-def test_ranking_loss_is_the_configured_weighted_sum() -> None:
+@pytest.mark.parametrize("sides", ["top", "both"])
+def test_ranking_loss_is_the_configured_weighted_sum(sides: str) -> None:
     config = LossConfig(
         huber_weight=0.3,
         huber_delta=0.5,
         listnet_weight=0.7,
         listnet_tau=2.0,
+        listnet_sides=sides,
         ic_weight=1.1,
         sharpe_weight=0.2,
         variance_floor=1.5,
@@ -222,7 +228,7 @@ def test_ranking_loss_is_the_configured_weighted_sum() -> None:
     total, parts = RankingLoss(config, horizons)(pred, y, mask)
     components = {
         "huber": huber_loss(pred, y, mask, 0.5),
-        "listnet": listnet_loss(pred, y, mask, 2.0),
+        "listnet": listnet_loss(pred, y, mask, 2.0, sides),
         "ic": ic_loss(pred, y, mask),
         "sharpe": sharpe_loss(pred, y, mask),
         "variance": variance_floor_penalty(pred, mask, 1.5),
@@ -239,6 +245,37 @@ def test_ranking_loss_is_the_configured_weighted_sum() -> None:
     # Horizon 10 has weight 0: its predictions get no gradient.
     (grad,) = torch.autograd.grad(total, pred)
     assert (grad[..., 2] == 0).all() and (grad[..., [0, 1, 3]] != 0).any()
+
+
+def _fitted_scores(y: torch.Tensor, sides: str) -> np.ndarray:
+    """One free score per stock, the same every day, fitted by ListNet alone to the days of ``y`` [D, N]."""
+    scores = torch.zeros(y.shape[1], requires_grad=True)
+    optimiser = torch.optim.Adam([scores], lr=0.05)
+    mask = torch.ones(*y.shape, 1, dtype=torch.bool)
+    for _ in range(300):
+        loss = listnet_loss(scores.expand_as(y).unsqueeze(-1), y.unsqueeze(-1), mask, tau=1.0, sides=sides).sum()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return scores.detach().numpy()
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    return float(pd.Series(a).corr(pd.Series(b), method="spearman"))
+
+
+def test_top_one_listnet_rewards_volatility_and_two_sided_does_not() -> None:
+    """100 stocks whose returns all average zero, with volatilities from 0.5 to 2: nothing to rank them by. The
+    top-one ListNet still ranks them by volatility (each one's chance of topping a day); the two-sided one leaves
+    them unranked, and with a planted mean return it ranks by that mean, not by the volatility beside it."""
+    g = torch.Generator().manual_seed(0)
+    days, stocks = 512, 100
+    vol = torch.linspace(0.5, 2.0, stocks)
+    noise = torch.randn(days, stocks, generator=g) * vol
+    assert _spearman(_fitted_scores(noise, "top"), vol.numpy()) > 0.9
+    assert abs(_spearman(_fitted_scores(noise, "both"), vol.numpy())) < 0.3
+    planted = torch.randperm(stocks, generator=g).float() / stocks * 0.5  # mean returns unrelated to volatility
+    assert _spearman(_fitted_scores(noise + planted, "both"), planted.numpy()) > 0.8
 
 
 @pytest.mark.parametrize("shape", SHAPES)
