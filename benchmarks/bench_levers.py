@@ -96,6 +96,10 @@ class Protocol:
         cut = count // 2  # as selection_halves: the extra window of an odd count goes to the later half
         self.halves = {"earlier": list(range(cut)), "later": list(range(cut, count)), "all": list(range(count))}
 
+    def restrict(self, first: int, last: int) -> None:
+        """Keep windows ``first``..``last`` only, in every half: a quick reading of a lever, never a record."""
+        self.halves = {half: [i for i in kept if first <= i <= last] for half, kept in self.halves.items()}
+
     def windows(self, settings: PipelineConfig, half: str = "all") -> list[BacktestWindow]:
         """The retrains of ``settings`` (its retrain windows) on the protocol's as-of dates, those of ``half``."""
         planned = self._plan(settings)
@@ -405,7 +409,10 @@ def paired_difference(record: dict[str, Any], reference: dict[str, Any]) -> str:
     if record is reference:
         return ""
     days = sorted(set(record["daily_rank_ic_5d"]) & set(reference["daily_rank_ic_5d"]))
-    diff = np.array([record["daily_rank_ic_5d"][d] - reference["daily_rank_ic_5d"][d] for d in days], dtype=float)
+    # A day without a complete 5d label (the record's last days) holds None: it is left out.
+    diff = np.array([record["daily_rank_ic_5d"][d] for d in days], dtype=float) - np.array(
+        [reference["daily_rank_ic_5d"][d] for d in days], dtype=float
+    )
     mean, low, high = block_bootstrap_interval(diff[np.isfinite(diff)], 5)
     return f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]"
 
@@ -462,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--against", metavar="LEVER", help="with --report: each lever's 5d RankIC, day by day, "
                         "minus LEVER's, with a 90%% block-bootstrap interval")  # fmt: skip
+    parser.add_argument("--windows", metavar="FIRST-LAST", help="only these windows of --half, e.g. 0-2: for "
+                        "quick readings of a lever's loadings, not for its RankIC")  # fmt: skip
     parser.add_argument("--config", default="deployments/sp500.yaml")
     parser.add_argument("--warehouse", help="override warehouse.path")
     parser.add_argument("--out", type=Path, default=Path("data/bench/levers"))
@@ -479,6 +488,11 @@ def main(argv: list[str] | None = None) -> int:
     base = {"warehouse.path": args.warehouse} if args.warehouse else {}
     settings = load_config(args.config, base)
     replay = Protocol(settings)
+    if args.windows:
+        first, _, last = args.windows.partition("-")
+        if not (first.isdigit() and last.isdigit()):
+            parser.error(f"--windows is FIRST-LAST, e.g. 0-2; got {args.windows!r}")
+        replay.restrict(int(first), int(last))
     if args.lever:
         overrides = parse_overrides(args.set)
         if "model.ensemble" in overrides:
