@@ -6,6 +6,8 @@
     .venv/bin/python benchmarks/bench_levers.py shuffled --set train.epochs=1 --seeds 1 --half all --control shuffled
     .venv/bin/python benchmarks/bench_levers.py untrained --seeds 10 --half all --control untrained   # the floor
     .venv/bin/python benchmarks/bench_levers.py --final one-epoch --apex apex --half all    # the chosen lever's record
+    .venv/bin/python benchmarks/bench_levers.py --report --against one-epoch --loadings rv_60 beta_60   # paired, leans
+    .venv/bin/python benchmarks/bench_levers.py ic-only --set loss.listnet_weight=0 --seeds 1 --windows 0-2   # a lean
 
 The protocol is the walk-forward benchmark's (``bench_walkforward.py``): ``deployments/sp500.yaml``, as-of dates
 every ``retrain.step_days`` sessions from 2016-01-04 to 2018-01-31, each retrain on its production windows, cold.
@@ -20,7 +22,10 @@ same stock-days against the same baselines. A lever's overrides apply to ``--con
 own ``model.ensemble`` is set aside: each seed trains one model. A lever's score is its seeds' mean of per-day
 ranks: exactly what a ``model.ensemble`` of that many members publishes (member i is the single model of seed
 7 + i), so "one seed" and "an ensemble of three" are two readings of the same runs. ``--json`` writes the report's
-figures.
+figures. ``--against`` adds each lever's daily 5d RankIC minus another's on the same days, with a block-bootstrap
+interval: paired, it resolves levers more finely than their own RankICs. ``--loadings`` adds what each lever's
+scores lean on (their daily Spearman with named inputs), and ``--windows`` runs or reads a few windows only: enough
+to read a lean, never a RankIC.
 
 ``--final`` reports one lever over ``--half`` as the walk-forward benchmark reports a replay (the same tables,
 halves, bootstrap intervals, charts and skill targets), with an APEX lever beside it on the same stock-days, under
