@@ -80,6 +80,7 @@ from atft.evaluation import predictions_frame
 from atft.features.build import build_features
 from atft.features.store import feature_dates
 from atft.ingest import ingest
+from atft.metrics import daily_rank_ic
 from atft.models.ensemble import day_ranks
 from schemas.manifest import FeatureManifest
 
@@ -345,16 +346,15 @@ def loadings(frame: pd.DataFrame, inputs: pd.DataFrame) -> dict[str, dict[str, f
     sources = {"model": "pred_5d", "ridge": "ridge_5d", "lightgbm": "lightgbm_5d", "label": f"{LABEL}_5d"}
     merged = frame.assign(Date=pd.to_datetime(frame["Date"])).merge(inputs, on=["Date", "Code"], how="left")
     columns = [c for c in inputs if c not in ("Date", "Code")]
-    return {source: {c: _mean_daily_spearman(merged, column, c) for c in columns} for source, column in sources.items()}
-
-
-def _mean_daily_spearman(frame: pd.DataFrame, a: str, b: str) -> float:
-    both = frame[["Date", a, b]].dropna()  # a stock-day missing either side is left out of that day
-    ranks = both.groupby("Date")[[a, b]].rank()
-    x, y = (ranks - ranks.groupby(both["Date"]).transform("mean")).to_numpy().T
-    day = both["Date"].to_numpy()
-    sums = pd.DataFrame({"xy": x * y, "xx": x * x, "yy": y * y}).groupby(day).sum()
-    return float((sums["xy"] / np.sqrt(sums["xx"] * sums["yy"])).mean())
+    wide = merged.pivot(index="Date", columns="Code", values=[*sources.values(), *columns])  # [days, stocks] each
+    out = {}
+    for source, column in sources.items():
+        scores = wide[column].to_numpy(dtype=float)
+        out[source] = {
+            c: float(np.nanmean(daily_rank_ic(scores, values := wide[c].to_numpy(dtype=float), np.isfinite(values))))
+            for c in columns
+        }  # daily_rank_ic leaves out a stock-day missing either side
+    return out
 
 
 def _seed(path: Path) -> int:
