@@ -288,6 +288,11 @@ class LossConfig(_Strict):
 
     # What the losses see of the CS-Z label: as it is, or its per-day normal scores (see atft.losses.rank_gauss).
     label: Literal["cs_z", "rank_gauss"] = "cs_z"
+    # Risk-adjusted training labels (atft.data.risk_labels); validation and scoring keep the true labels. scale_by: an
+    # input each label is divided by, a stock's own volatility such as rv_60; neutralize: inputs whose exposures are
+    # regressed out of each day's labels, such as [beta_60].
+    scale_by: str | None = None
+    neutralize: list[str] = Field(default_factory=list)
     huber_weight: float = Field(0.05, ge=0)
     huber_delta: float = Field(1.0, gt=0)
     listnet_weight: float = Field(1.0, ge=0)

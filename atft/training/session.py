@@ -7,6 +7,7 @@ code), everything else as JSON, with the manifest hash that the weights were tra
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -18,9 +19,10 @@ import numpy as np
 from safetensors.torch import save_file
 from torch import nn
 
-from atft.config import PipelineConfig, TrainConfig
+from atft.config import LossConfig, PipelineConfig, TrainConfig
 from atft.data.arrays import FeatureArrays, load_arrays
 from atft.data.dataset import DayDataset, day_loader, history_days
+from atft.data.risk_labels import with_risk_adjusted_labels
 from atft.features.store import feature_schema
 from atft.losses import RankingLoss
 from atft.metrics import daily_rank_ic, summarise
@@ -106,6 +108,9 @@ def train_model(
 ) -> tuple[nn.Module, TrainResult]:
     """Build the configured model from the manifest's width, fit it, and load its best state.
 
+    With ``loss.scale_by`` or ``loss.neutralize`` the members learn from risk-adjusted labels (see
+    ``atft.data.risk_labels``), derived here from the training arrays' labels, after any control has replaced them;
+    validation keeps the true ones.
     With a warm ``start`` (see ``atft.training.warm_start``) the model begins from its weights and trains for
     ``train.warm_start_epochs`` at ``train.warm_start_learning_rate``. A seed ensemble (``model.ensemble`` > 1)
     fits its members one after another, member ``i`` from seed ``train.seed + i`` (see :func:`fit_members`).
@@ -114,12 +119,25 @@ def train_model(
     model = initial_model(config, manifest, data, start)
     train = start.train_settings(config.train)
     members = list(model.members) if isinstance(model, SeedEnsemble) else [model]
-    results = fit_members(members, data, RankingLoss(config.loss, horizons), train, horizons, on_epoch)
+    fitted_on = risk_adjusted(data, config.loss)
+    results = fit_members(members, fitted_on, RankingLoss(config.loss, horizons), train, horizons, on_epoch)
     for member, result in zip(members, results, strict=True):
         member.load_state_dict(result.state_dict)
     result = results[0] if len(results) == 1 else ensemble_result(model, results, data, train, horizons)
     result.warm_start = start.describe()
     return model.cpu(), result
+
+
+def risk_adjusted(data: TrainingData, loss: LossConfig) -> TrainingData:
+    """``data`` whose training set learns from the risk-adjusted labels ``loss`` asks for; ``data`` itself when it
+    asks for none. The validation set, the arrays its scores are read from, and the input scaling are shared."""
+    if not loss.neutralize and loss.scale_by is None:
+        return data
+    train = data.train
+    arrays = with_risk_adjusted_labels(train.arrays, loss.neutralize, loss.scale_by)
+    return dataclasses.replace(
+        data, train=DayDataset(arrays, train.days, train.lookback, train.graph, label_cutoff=train.label_cutoff)
+    )
 
 
 def initial_model(

@@ -1,0 +1,81 @@
+"""Risk-adjusted training labels: each day's CS-Z labels divided by each stock's own risk, with named exposures
+regressed out.
+
+On real prices the labels are heteroscedastic: a volatile stock's return is several times a quiet one's, up or
+down. The ranking losses reward a network for scaling its scores with that spread, and ATFT-GAT-FAN ends up ranking
+stocks by their volatility whatever the labels pay (benchmarks/README.md, "The volatility tilt"). Two remedies,
+each optional:
+
+- ``scale_by``: each label divided by the named input's value that day (a stock's own volatility, e.g. ``rv_60``),
+  so that every stock's label has about the same spread and a volatile stock is no easier to score on;
+- ``neutralize``: for every day and horizon, the labels regressed by least squares, with an intercept, on the named
+  inputs' values that day (``beta_60``, ``rv_60``), and replaced by the residuals: the part of each return that
+  those common bets do not explain.
+
+Either way the labels are z-scored again per day (ddof 0). Everything read is known at the close of the label's own
+day, so nothing later is used. Only the training labels change: validation, scoring and every gate still read the
+true CS-Z labels, so a model is judged on the returns it would have earned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from atft.data.arrays import FeatureArrays
+
+
+def input_columns(arrays: FeatureArrays, names: Sequence[str], option: str) -> list[int]:
+    """Positions of ``names`` among the manifest's inputs; an unknown name is an error that lists the known ones."""
+    known = list(arrays.manifest.feature_names)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(
+            f"{option} names {unknown}, which are not inputs of feature table {arrays.manifest.table_name}; "
+            f"its inputs are: {', '.join(known)}"
+        )
+    return [known.index(n) for n in names]
+
+
+def risk_adjusted_targets(
+    arrays: FeatureArrays, neutralize: Sequence[str] = (), scale_by: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """[D, S, H] float32 labels and their validity: each day's valid labels divided by ``scale_by``'s value, then
+    least-squares residuals on an intercept and ``neutralize``'s values, z-scored per day; NaN where not valid.
+
+    A stock-day whose ``scale_by`` value is 0 (how the arrays hold a missing input) has no label; a negative one is
+    an error. A day with no more valid stocks than regressors plus one has nothing left to learn once its exposures
+    are removed, and has no labels."""
+    valid = arrays.target_valid & arrays.present[..., None]
+    y = np.where(valid, arrays.targets, 0.0).astype(np.float64)
+    if scale_by is not None:
+        (column,) = input_columns(arrays, [scale_by], "loss.scale_by")
+        risk = np.asarray(arrays.x[:, :, column], dtype=np.float64)
+        day, stock = np.nonzero((risk < 0) & valid.any(axis=-1))
+        if len(day):
+            raise ValueError(
+                f"loss.scale_by input {scale_by} must not be negative; it is {risk[day[0], stock[0]]:.6g} for stock "
+                f"{arrays.codes[stock[0]]} on {arrays.dates[day[0]].date()} ({len(day)} such stock-days)"
+            )
+        valid &= (risk > 0)[..., None]
+        y = np.divide(y, risk[..., None], out=np.zeros_like(y), where=valid)
+    columns = input_columns(arrays, neutralize, "loss.neutralize")
+    exposures = np.asarray(arrays.x[:, :, columns], dtype=np.float64)  # [D, S, K]
+    out = np.full(arrays.targets.shape, np.nan, dtype=np.float32)
+    for d, k in zip(*np.nonzero(valid.sum(axis=1) > len(columns) + 1), strict=True):
+        rows = valid[d, :, k]
+        design = np.column_stack([np.ones(rows.sum()), exposures[d, rows]])
+        residual = y[d, rows, k] - design @ np.linalg.lstsq(design, y[d, rows, k], rcond=None)[0]
+        spread = residual.std()
+        out[d, rows, k] = residual / spread if spread > 1e-12 else 0.0
+    return out, np.isfinite(out)
+
+
+def with_risk_adjusted_labels(
+    arrays: FeatureArrays, neutralize: Sequence[str] = (), scale_by: str | None = None
+) -> FeatureArrays:
+    """``arrays`` with :func:`risk_adjusted_targets` as its targets (inputs and everything else shared)."""
+    targets, valid = risk_adjusted_targets(arrays, neutralize, scale_by)
+    return dataclasses.replace(arrays, targets=targets, target_valid=valid)
