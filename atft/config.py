@@ -280,6 +280,9 @@ class ModelConfig(_Strict):
     patch_stride: int = Field(2, ge=1)
     transformer_layers: int = Field(2, ge=1)
     attention_heads: int = Field(4, ge=1)
+    # Inputs the scores are made neutral to, e.g. [rv_60, beta_60]: each day's scores regressed on their values that
+    # day and the residuals kept, inside the model, in training and scoring alike (atft.models.neutral_scores).
+    neutral_to: list[str] = Field(default_factory=list)
     graph: GraphConfig = GraphConfig()
 
 

@@ -51,7 +51,8 @@ class APEX(ContractModel):
 
     def forward(self, x: Tensor, x_mask: Tensor, edge_index: Tensor, edge_attr: Tensor, day: Tensor) -> Tensor:
         # Graph arguments are accepted for the one signature and ignored.
-        channels = self.mix(self.prepare_inputs(x, x_mask)).transpose(1, 2)  # [N, C, L]
+        x = self.prepare_inputs(x, x_mask)
+        channels = self.mix(x).transpose(1, 2)  # [N, C, L]
         mean = channels.mean(-1, keepdim=True)
         std = (channels.var(-1, keepdim=True, unbiased=False) + REVIN_EPS).sqrt()
         normed = ((channels - mean) / std)[..., self.first_step :]
@@ -59,4 +60,4 @@ class APEX(ContractModel):
         tokens = self.encoder((self.patch_embed(patches) + self.position).flatten(0, 1))  # [N·C, P, hidden]
         n = x.shape[0]
         per_channel = self.channel_head(torch.cat([tokens.reshape(n, MIXED_CHANNELS, -1), mean, std], dim=-1))
-        return self.head(self.channel_mixing(per_channel.flatten(1)))
+        return self.neutral(self.head(self.channel_mixing(per_channel.flatten(1))), x, x_mask, day)

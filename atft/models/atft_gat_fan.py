@@ -125,4 +125,4 @@ class ATFTGATFAN(ContractModel):
         for conv, norm in zip(self.graph_layers, self.graph_norms, strict=True):
             update = F.elu(conv(h_graph, edge_index, edge_attr))
             h_graph = norm(h_graph + F.dropout(update, self.config.dropout, self.training))
-        return self.head(self.trunk(self.fusion(h_time, h_graph)))
+        return self.neutral(self.head(self.trunk(self.fusion(h_time, h_graph))), x, x_mask, day)

@@ -6,12 +6,14 @@ widths and the manifest, never a reason to rebuild a layer (the 82-vs-437 checkp
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from atft.config import ModelConfig
+from atft.models.neutral_scores import neutralise
 
 # Smallest per-feature std the scaling divides by: a constant training column must not blow up to +-inf.
 STD_FLOOR = 1e-6
@@ -41,6 +43,33 @@ class ContractModel(nn.Module):
         # Buffers, not parameters: fitted by the trainer on training days, saved and loaded with the weights.
         self.register_buffer("input_mean", torch.zeros(width))
         self.register_buffer("input_std", torch.ones(width))
+        if config.neutral_to:
+            # Positions of model.neutral_to among the inputs, set from the manifest by set_neutral_columns; -1 until
+            # then. Registered only when used, so that checkpoints without it load as they are.
+            self.register_buffer("neutral_columns", torch.full((len(config.neutral_to),), -1, dtype=torch.long))
+
+    def set_neutral_columns(self, feature_names: Sequence[str]) -> None:
+        """Find ``model.neutral_to``'s inputs among the manifest's ``feature_names``; nothing to do without them."""
+        names = list(self.config.neutral_to)
+        if not names:
+            return
+        unknown = [n for n in names if n not in feature_names]
+        if unknown:
+            raise ValueError(
+                f"model.neutral_to names {unknown}, which are not inputs of the feature manifest "
+                f"{self.manifest_sha256}; its inputs are: {', '.join(feature_names)}"
+            )
+        with torch.no_grad():
+            self.neutral_columns.copy_(torch.tensor([list(feature_names).index(n) for n in names]))
+
+    def neutral(self, scores: Tensor, x: Tensor, x_mask: Tensor, day: Tensor) -> Tensor:
+        """``scores`` with ``model.neutral_to``'s exposures regressed out per day (see ``atft.models.neutral_scores``),
+        from the prepared inputs ``x`` at the day's own step; ``scores`` as they are without ``neutral_to``."""
+        if not self.config.neutral_to:
+            return scores
+        if not torch.compiler.is_compiling() and bool((self.neutral_columns < 0).any()):
+            raise RuntimeError("model.neutral_to's inputs were never located: call set_neutral_columns(manifest names)")
+        return neutralise(scores, x[:, -1, self.neutral_columns], day, x_mask[:, -1])
 
     def set_input_scaling(self, mean: Tensor, std: Tensor) -> None:
         """Install per-feature statistics fitted on training days; std is floored at ``STD_FLOOR``."""

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from atft.models.neutral_scores import day_slots
+
 # FiLM starts near the identity: small enough that γ and β are ~0, not zero, so the summary layer gets a gradient
 # from the first step.
 _FILM_INIT_STD = 1e-3
@@ -33,9 +35,8 @@ class DayContextFiLM(nn.Module):
 
     def forward(self, h: Tensor, x: Tensor, day: Tensor, present: Tensor) -> Tensor:
         weight = present.to(h.dtype).unsqueeze(-1)
-        # One slot per day: the summary layers run once per day and step, not once per stock. Export, compile and
-        # accelerators get N slots (at most N days), a size that does not depend on the values in ``day``.
-        slots = h.shape[0] if h.device.type != "cpu" or torch.compiler.is_compiling() else int(day.max()) + 1
+        # One slot per day: the summary layers run once per day and step, not once per stock.
+        slots = day_slots(h, day)
         sums = [t.new_zeros(slots, *t.shape[1:]).index_add(0, day, t * weight) for t in (x, h, weight)]
         context = torch.cat(sums[:2], dim=-1) / sums[2].clamp_min(1.0)
         gamma, beta = self.film(self.summary(context))[day].chunk(2, dim=-1)

@@ -9,6 +9,7 @@ spread wider, and the average is what the version publishes.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -70,6 +71,11 @@ class SeedEnsemble(ContractModel):
         super().set_input_scaling(mean, std)
         for member in self.members:
             member.set_input_scaling(mean, std)
+
+    def set_neutral_columns(self, feature_names: Sequence[str]) -> None:
+        super().set_neutral_columns(feature_names)
+        for member in self.members:
+            member.set_neutral_columns(feature_names)
 
     def input_weights(self, x: Tensor, x_mask: Tensor) -> Tensor:
         """[N, F] the members' variable-selection weights, averaged (for members that have them: ATFT-GAT-FAN)."""

@@ -157,6 +157,7 @@ def initial_model(
             member.load_state_dict(build_model(member.config, manifest.width, horizons, manifest.sha256).state_dict())
     # After the weights: a version's input scaling is always fitted on its own training days.
     model.set_input_scaling(*fit_input_scaling(data.arrays, data.train_days))
+    model.set_neutral_columns(manifest.feature_names)
     return model
 
 
