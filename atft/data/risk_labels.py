@@ -1,10 +1,9 @@
 """Risk-adjusted training labels: each day's CS-Z labels divided by each stock's own risk, with named exposures
 regressed out.
 
-On real prices the labels are heteroscedastic: a volatile stock's return is several times a quiet one's, up or
-down. The ranking losses reward a network for scaling its scores with that spread, and ATFT-GAT-FAN ends up ranking
-stocks by their volatility whatever the labels pay (benchmarks/README.md, "The volatility tilt"). Two remedies,
-each optional:
+On real prices a day's labels are mostly common bets paid or lost that day (on a rally the high-beta stocks lead),
+and they are heteroscedastic: a volatile stock's return is several times a quiet one's, up or down, which a
+top-one ranking loss rewards by itself. Two ways to train on what is left, each optional:
 
 - ``scale_by``: each label divided by the named input's value that day (a stock's own volatility, e.g. ``rv_60``),
   so that every stock's label has about the same spread and a volatile stock is no easier to score on;
@@ -12,7 +11,9 @@ each optional:
   inputs' values that day (``beta_60``, ``rv_60``), and replaced by the residuals: the part of each return that
   those common bets do not explain.
 
-Either way the labels are z-scored again per day (ddof 0). Everything read is known at the close of the label's own
+On S&P prices neither removes ATFT-GAT-FAN's volatility tilt, which the network makes by itself
+(benchmarks/README.md, "The volatility tilt"; ``atft.models.neutral_scores`` is the remedy that does). Either way
+the labels are z-scored again per day (ddof 0). Everything read is known at the close of the label's own
 day, so nothing later is used. Only the training labels change: validation, scoring and every gate still read the
 true CS-Z labels, so a model is judged on the returns it would have earned.
 """

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from torch import Tensor
 
 from atft.config import ModelConfig, TrainConfig
@@ -62,7 +63,7 @@ def champion_start(
             None, f"champion {champion} was trained on manifest {trained_on}, not {manifest.sha256}: training from "
             "scratch"
         )  # fmt: skip
-    differs = _config_differences(record.model.get("config", {}), model.model_dump(mode="json"))
+    differs = _config_differences(stored_model_config(record.model.get("config", {})), model.model_dump(mode="json"))
     if record.model.get("horizons") != horizons:
         differs.append(f"horizons {record.model.get('horizons')} -> {horizons}")
     if differs:
@@ -73,6 +74,15 @@ def champion_start(
         return WarmStart(None, f"champion {champion} cannot be loaded ({exc}): training from scratch")
     state = {name: value.detach().clone() for name, value in loaded.model.state_dict().items()}
     return WarmStart(champion, f"fine-tuning champion {champion} (same manifest, model config and horizons)", state)
+
+
+def stored_model_config(stored: dict[str, Any]) -> dict[str, Any]:
+    """A champion's stored model config with any field added since it was published at its default, which is how
+    that champion was built; as stored when it does not parse (it then differs, and the difference is named)."""
+    try:
+        return ModelConfig.model_validate(stored).model_dump(mode="json")
+    except ValidationError:
+        return stored
 
 
 def _config_differences(champion: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:

@@ -16,6 +16,7 @@ from atft.config import (
     load_config,
     parse_overrides,
 )
+from atft.features.catalogue import definitions
 
 DEPLOYMENTS = Path(__file__).resolve().parents[2] / "deployments"
 
@@ -316,3 +317,11 @@ def test_a_frozen_config_is_the_validated_settings_under_the_originals_name_and_
     with pytest.raises(ConfigError, match=r"unknown key 'train\.epoch'"):
         freeze_config(original, {"train.epoch": 2}, tmp_path)
     assert len(list(tmp_path.iterdir())) == 2  # an invalid config is never written
+
+
+@pytest.mark.parametrize("sectors", [False, True])
+def test_the_inputs_sp500_scores_are_neutral_to_are_features_it_builds(sectors: bool) -> None:
+    """A name the feature build never makes would surface only when a retrain begins; here it fails at once."""
+    config = load_config(DEPLOYMENTS / "sp500.yaml")
+    built = {d.name for d in definitions(sectors)}
+    assert config.model.neutral_to and set(config.model.neutral_to) <= built

@@ -11,7 +11,7 @@ from atft.models import build_model
 from atft.registry import Registry
 from atft.training.session import TrainingData, stage, train_model
 from atft.training.trainer import EpochRecord, TrainResult
-from atft.training.warm_start import WarmStart, champion_start
+from atft.training.warm_start import WarmStart, _config_differences, champion_start, stored_model_config
 from tests.registry.conftest import HORIZONS, TINY, WINDOWS, make_manifest, publish_kwargs
 from tests.training.test_trainer import HORIZONS as PLANTED_HORIZONS
 from tests.training.test_trainer import loaders, planted, small_model
@@ -96,3 +96,13 @@ def test_a_warm_retrain_starts_from_the_weights_and_fine_tunes_with_its_own_epoc
     for name, value in champion.state_dict().items():
         if not name.startswith("input_"):  # the scaling is refitted on the new training days
             torch.testing.assert_close(model.state_dict()[name], value, msg=name)
+
+
+def test_a_field_added_since_the_champion_was_published_counts_at_its_default() -> None:
+    stored = TINY.model_dump(mode="json")
+    del stored["neutral_to"]  # a champion published before the field existed was built without it
+    current = TINY.model_dump(mode="json")
+    assert _config_differences(stored_model_config(stored), current) == []
+    newer = TINY.model_copy(update={"neutral_to": ["f000"]}).model_dump(mode="json")
+    assert _config_differences(stored_model_config(stored), newer) == ["model.neutral_to [] -> ['f000']"]
+    assert stored_model_config({"hidden": "wide"}) == {"hidden": "wide"}
