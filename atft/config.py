@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.columns import CANONICAL_QUOTE_COLUMNS
+from schemas.manifest import FEATURE_GROUPS
 
 REQUIRED_QUOTE_COLUMNS: tuple[str, ...] = CANONICAL_QUOTE_COLUMNS[:7]
 # listed_info columns a listings file may map; ValidFrom and ValidTo are not in files (see ListingsFileConfig).
@@ -283,7 +284,20 @@ class ModelConfig(_Strict):
     # Inputs the scores are made neutral to, e.g. [rv_60, beta_60]: each day's scores regressed on their values that
     # day and the residuals kept, inside the model, in training and scoring alike (atft.models.neutral_scores).
     neutral_to: list[str] = Field(default_factory=list)
+    # Feature groups the layers read, e.g. [cs_z]; empty reads every input. The model still takes the manifest's
+    # full width (its contract), so neutral_to may name an input outside these groups.
+    input_groups: list[str] = Field(default_factory=list)
     graph: GraphConfig = GraphConfig()
+
+    @field_validator("input_groups")
+    @classmethod
+    def _known_groups(cls, groups: list[str]) -> list[str]:
+        unknown = sorted(set(groups) - set(FEATURE_GROUPS))
+        if unknown:
+            raise ValueError(f"unknown feature group(s) {unknown}; the groups are {list(FEATURE_GROUPS)}")
+        if len(set(groups)) != len(groups):
+            raise ValueError(f"a group is listed twice in {groups}")
+        return groups
 
 
 class LossConfig(_Strict):

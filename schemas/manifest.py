@@ -19,7 +19,7 @@ import numbers
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -122,6 +122,10 @@ class FeatureManifest:
         return tuple(c.name for c in self.features)
 
     @property
+    def feature_groups(self) -> tuple[str, ...]:
+        return tuple(c.group for c in self.features)
+
+    @property
     def target_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.targets)
 
@@ -200,6 +204,18 @@ class FeatureManifest:
             return cls.from_json(text)
         except ManifestError as exc:
             raise ManifestError(f"invalid feature manifest {path}: {exc}") from None
+
+
+def input_positions(names: Sequence[str], inputs: Sequence[str], option: str, owner: str) -> list[int]:
+    """Positions of ``names`` among ``inputs`` (a manifest's feature names, in order); a name that is not one of them
+    is a ValueError naming ``option`` and ``owner`` (the table or manifest) and listing the inputs there are."""
+    known = list(inputs)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(
+            f"{option} names {unknown}, which are not inputs of {owner}; its inputs are: {', '.join(known)}"
+        )
+    return [known.index(n) for n in names]
 
 
 def _contract(manifest: FeatureManifest) -> dict[str, object]:

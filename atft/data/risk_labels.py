@@ -26,18 +26,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from atft.data.arrays import FeatureArrays
+from schemas.manifest import input_positions
 
 
 def input_columns(arrays: FeatureArrays, names: Sequence[str], option: str) -> list[int]:
     """Positions of ``names`` among the manifest's inputs; an unknown name is an error that lists the known ones."""
-    known = list(arrays.manifest.feature_names)
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ValueError(
-            f"{option} names {unknown}, which are not inputs of feature table {arrays.manifest.table_name}; "
-            f"its inputs are: {', '.join(known)}"
-        )
-    return [known.index(n) for n in names]
+    return input_positions(names, arrays.manifest.feature_names, option, f"feature table {arrays.manifest.table_name}")
 
 
 def risk_adjusted_targets(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -21,8 +23,11 @@ class APEX(ContractModel):
 
     name = "apex"
 
-    def __init__(self, config: ModelConfig, width: int, horizons: list[int], manifest_sha256: str) -> None:
-        super().__init__(config, width, horizons, manifest_sha256)
+    def __init__(
+        self, config: ModelConfig, width: int, horizons: list[int], manifest_sha256: str,
+        groups: Sequence[str] | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(config, width, horizons, manifest_sha256, groups)
         hidden = config.hidden
         if hidden % config.attention_heads:
             raise ValueError(f"hidden {hidden} must be a multiple of attention_heads {config.attention_heads}")
@@ -32,7 +37,7 @@ class APEX(ContractModel):
         n_patches = span // config.patch_stride + 1
         # Patches are aligned to end on the window's last step (the day itself); leftover oldest steps are dropped.
         self.first_step = span % config.patch_stride
-        self.mix = nn.Linear(width, MIXED_CHANNELS)
+        self.mix = nn.Linear(self.layer_width, MIXED_CHANNELS)
         self.patch_embed = nn.Linear(config.patch_len, hidden)
         self.position = nn.Parameter(torch.randn(n_patches, hidden) * 0.02)
         # PatchTST's own configs use d_ff = 2·d_model; PyTorch's default of 2,048 would dominate the cost.
@@ -52,7 +57,7 @@ class APEX(ContractModel):
     def forward(self, x: Tensor, x_mask: Tensor, edge_index: Tensor, edge_attr: Tensor, day: Tensor) -> Tensor:
         # Graph arguments are accepted for the one signature and ignored.
         x = self.prepare_inputs(x, x_mask)
-        channels = self.mix(x).transpose(1, 2)  # [N, C, L]
+        channels = self.mix(self.layer_inputs(x)).transpose(1, 2)  # [N, C, L]
         mean = channels.mean(-1, keepdim=True)
         std = (channels.var(-1, keepdim=True, unbiased=False) + REVIN_EPS).sqrt()
         normed = ((channels - mean) / std)[..., self.first_step :]

@@ -14,6 +14,8 @@ these choices are in benchmarks/README.md ("Design measurements behind the model
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -54,16 +56,19 @@ class ATFTGATFAN(ContractModel):
 
     name = "atft_gat_fan"
 
-    def __init__(self, config: ModelConfig, width: int, horizons: list[int], manifest_sha256: str) -> None:
-        super().__init__(config, width, horizons, manifest_sha256)
+    def __init__(
+        self, config: ModelConfig, width: int, horizons: list[int], manifest_sha256: str,
+        groups: Sequence[str] | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(config, width, horizons, manifest_sha256, groups)
         hidden = config.hidden
         if hidden % config.gat_heads:
             raise ValueError(f"hidden {hidden} must be a multiple of gat_heads {config.gat_heads}")
         self.fan = CausalFAN(config.fan_window, config.fan_top_k)
-        self.selection = VariableSelectionNetwork(width, config.var_hidden, hidden, config.dropout)
-        self.nonstationary = nn.Linear(width, hidden)
+        self.selection = VariableSelectionNetwork(self.layer_width, config.var_hidden, hidden, config.dropout)
+        self.nonstationary = nn.Linear(self.layer_width, hidden)
         self.encoder = TemporalEncoder(hidden)
-        self.day_context = DayContextFiLM(width, hidden)
+        self.day_context = DayContextFiLM(self.layer_width, hidden)
         # GATv2Conv adds one self-loop per node itself; the input graph has none, so none are added here.
         self.graph_layers = nn.ModuleList(
             GATv2Conv(hidden, hidden // config.gat_heads, heads=config.gat_heads, edge_dim=2, add_self_loops=True)
@@ -82,9 +87,9 @@ class ATFTGATFAN(ContractModel):
 
     def input_weights(self, x: Tensor, x_mask: Tensor) -> Tensor:
         """[N, F] variable-selection weights of each stock, averaged over the steps of its window."""
-        residual = self.fan(self.prepare_inputs(x, x_mask))
+        residual = self.fan(self.layer_inputs(self.prepare_inputs(x, x_mask)))
         weights = self.selection.selection_weights(residual.reshape(-1, residual.shape[-1]))
-        return weights.reshape(residual.shape).mean(1)
+        return self.per_input(weights.reshape(residual.shape).mean(1))
 
     def compile_for_cpu(self) -> bool:
         """Run FAN and the VSN through torch.compile (inductor's C++ kernels), on chunks of one fixed size.
@@ -115,12 +120,13 @@ class ATFTGATFAN(ContractModel):
 
     def forward(self, x: Tensor, x_mask: Tensor, edge_index: Tensor, edge_attr: Tensor, day: Tensor) -> Tensor:
         x = self.prepare_inputs(x, x_mask)
+        inputs = self.layer_inputs(x)
         if x.device.type != "cpu" or torch.compiler.is_compiling():
             # Accelerators, export and torch.compile take all rows at once: no loop whose length depends on N.
-            per_step = self._per_step(x)
+            per_step = self._per_step(inputs)
         else:
-            per_step = self._per_step_chunked(x)
-        h_time = self.encoder(self.day_context(per_step, x, day, x_mask), x_mask)[:, -1]
+            per_step = self._per_step_chunked(inputs)
+        h_time = self.encoder(self.day_context(per_step, inputs, day, x_mask), x_mask)[:, -1]
         h_graph = h_time
         for conv, norm in zip(self.graph_layers, self.graph_norms, strict=True):
             update = F.elu(conv(h_graph, edge_index, edge_attr))

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from atft.config import ModelConfig
 from atft.models.neutral_scores import neutralise
+from schemas.manifest import input_positions
 
 # Smallest per-feature std the scaling divides by: a constant training column must not blow up to +-inf.
 STD_FLOOR = 1e-6
@@ -23,12 +24,32 @@ class InputWidthError(ValueError):
     """A batch whose feature width or lookback differs from what the model was built for."""
 
 
+def group_columns(wanted: Sequence[str], groups: Sequence[str] | None, manifest_sha256: str) -> list[int]:
+    """Positions of the inputs whose manifest group (``groups``, one per input) is one of ``wanted``."""
+    if groups is None:
+        raise ValueError("model.input_groups is set: building the model needs the manifest's feature groups")
+    missing = sorted(set(wanted) - set(groups))
+    if missing:
+        raise ValueError(
+            f"model.input_groups names {missing}, but no input of manifest {manifest_sha256} is in them; "
+            f"its groups are: {', '.join(sorted(set(groups)))}"
+        )
+    return [j for j, group in enumerate(groups) if group in wanted]
+
+
 class ContractModel(nn.Module):
-    """Base of all models: stores the build contract, checks it in forward, owns the input scaling."""
+    """Base of all models: stores the build contract, checks it in forward, owns the input scaling.
+
+    ``groups`` (the manifest's feature group of each input) is needed only with ``model.input_groups``: the layers then
+    read those groups' inputs (``layer_width`` of them), while the model still takes, checks and scales all ``width``.
+    """
 
     name: str
 
-    def __init__(self, config: ModelConfig, width: int, horizons: list[int], manifest_sha256: str) -> None:
+    def __init__(
+        self, config: ModelConfig, width: int, horizons: list[int], manifest_sha256: str,
+        groups: Sequence[str] | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
         if width < 1:
             raise ValueError(f"input width must be positive, got {width}")
@@ -47,20 +68,34 @@ class ContractModel(nn.Module):
             # Positions of model.neutral_to among the inputs, set from the manifest by set_neutral_columns; -1 until
             # then. Registered only when used, so that checkpoints without it load as they are.
             self.register_buffer("neutral_columns", torch.full((len(config.neutral_to),), -1, dtype=torch.long))
+        self.layer_width = width
+        if config.input_groups:
+            if groups is not None and len(groups) != width:
+                raise InputWidthError(f"{len(groups)} feature groups for {width} inputs (manifest {manifest_sha256})")
+            columns = group_columns(config.input_groups, groups, manifest_sha256)
+            # Registered only when used, as neutral_columns: a checkpoint records which inputs its layers read.
+            self.register_buffer("input_columns", torch.tensor(columns, dtype=torch.long))
+            self.layer_width = len(columns)
 
     def set_neutral_columns(self, feature_names: Sequence[str]) -> None:
         """Find ``model.neutral_to``'s inputs among the manifest's ``feature_names``; nothing to do without them."""
-        names = list(self.config.neutral_to)
-        if not names:
+        if not self.config.neutral_to:
             return
-        unknown = [n for n in names if n not in feature_names]
-        if unknown:
-            raise ValueError(
-                f"model.neutral_to names {unknown}, which are not inputs of the feature manifest "
-                f"{self.manifest_sha256}; its inputs are: {', '.join(feature_names)}"
-            )
+        columns = input_positions(
+            self.config.neutral_to, feature_names, "model.neutral_to", f"the feature manifest {self.manifest_sha256}"
+        )
         with torch.no_grad():
-            self.neutral_columns.copy_(torch.tensor([list(feature_names).index(n) for n in names]))
+            self.neutral_columns.copy_(torch.tensor(columns))
+
+    def layer_inputs(self, x: Tensor) -> Tensor:
+        """[N, L, F] prepared inputs -> the [N, L, ``layer_width``] the layers read (all, without input_groups)."""
+        return x[..., self.input_columns] if self.config.input_groups else x
+
+    def per_input(self, values: Tensor) -> Tensor:
+        """[N, ``layer_width``] values of the inputs the layers read -> [N, F], 0 for the inputs they never read."""
+        if not self.config.input_groups:
+            return values
+        return values.new_zeros(values.shape[0], self.width).index_copy(1, self.input_columns, values)
 
     def neutral(self, scores: Tensor, x: Tensor, x_mask: Tensor, day: Tensor) -> Tensor:
         """``scores`` with ``model.neutral_to``'s exposures regressed out per day (see ``atft.models.neutral_scores``),

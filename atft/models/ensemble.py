@@ -57,14 +57,17 @@ class SeedEnsemble(ContractModel):
     ``members.<i>.``, so a checkpoint is one file as for a single model.
     """
 
-    def __init__(self, config: ModelConfig, width: int, horizons: list[int], manifest_sha256: str) -> None:
-        super().__init__(config, width, horizons, manifest_sha256)
+    def __init__(
+        self, config: ModelConfig, width: int, horizons: list[int], manifest_sha256: str,
+        groups: Sequence[str] | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(config, width, horizons, manifest_sha256, groups)
         from atft.models import build_model  # the member classes are registered there
 
         single = config.model_copy(update={"ensemble": 1})
         self.name = config.name
         self.members = nn.ModuleList(
-            build_model(single, width, horizons, manifest_sha256) for _ in range(config.ensemble)
+            build_model(single, width, horizons, manifest_sha256, groups) for _ in range(config.ensemble)
         )
 
     def set_input_scaling(self, mean: Tensor, std: Tensor) -> None:

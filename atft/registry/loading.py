@@ -39,7 +39,9 @@ def build_checkpoint(files: Mapping[str, bytes], manifest: FeatureManifest) -> C
         raise ValueError(f"{MODEL} says {description.get('width')} inputs, the manifest has {manifest.width}")
     try:
         config = ModelConfig.model_validate(description["config"])
-        model = build_model(config, manifest.width, list(description["horizons"]), manifest.sha256)
+        model = build_model(
+            config, manifest.width, list(description["horizons"]), manifest.sha256, manifest.feature_groups
+        )
     except (KeyError, TypeError, ValidationError) as exc:
         raise ValueError(f"{MODEL} does not describe a buildable model: {exc}") from None
     try:

@@ -146,7 +146,8 @@ def initial_model(
     """The model as :func:`train_model` begins to fit it: the ``start``'s weights, or each member's from its own
     seed, and the input scaling fitted on ``data``'s training days. Its labels are never read."""
     horizons = data.arrays.horizons
-    model = build_model(config.model, manifest.width, horizons, manifest.sha256)
+    contract = (manifest.width, horizons, manifest.sha256, manifest.feature_groups)
+    model = build_model(config.model, *contract)
     if start.state_dict is not None:
         model.load_state_dict(start.state_dict, strict=True)
     else:
@@ -154,7 +155,7 @@ def initial_model(
         members = list(model.members) if isinstance(model, SeedEnsemble) else [model]
         for i, member in enumerate(members):
             seed_everything(config.train.seed + i)
-            member.load_state_dict(build_model(member.config, manifest.width, horizons, manifest.sha256).state_dict())
+            member.load_state_dict(build_model(member.config, *contract).state_dict())
     # After the weights: a version's input scaling is always fitted on its own training days.
     model.set_input_scaling(*fit_input_scaling(data.arrays, data.train_days))
     model.set_neutral_columns(manifest.feature_names)
