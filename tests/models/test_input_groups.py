@@ -17,7 +17,7 @@ from atft.prediction import mean_input_weights, predict
 from atft.registry.integrity import MODEL, WEIGHTS
 from atft.registry.loading import build_checkpoint
 from atft.training.session import TrainingData, train_model
-from schemas.manifest import FeatureColumn, FeatureManifest
+from schemas.manifest import FeatureManifest
 from tests.data.test_risk_labels import _config
 from tests.models.test_models import HORIZONS, MODELS, SHA, TINY, WIDTH, make_batch
 from tests.registry.conftest import make_manifest
