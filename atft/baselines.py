@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from atft.data.arrays import FeatureArrays
-from schemas.manifest import FeatureManifest
+from schemas.manifest import FeatureManifest, group_positions
 
 RIDGE_ALPHA = 10.0
 # Qlib's Alpha158 LightGBM configuration (examples/benchmarks/LightGBM), a careful quant's first try and not tuned
@@ -44,7 +44,7 @@ REVERSAL_FEATURE = "ret_5d_cs_z"
 
 def csz_columns(manifest: FeatureManifest) -> list[int]:
     """Positions of the CS-Z inputs: the ridge baseline's features."""
-    return [j for j, column in enumerate(manifest.features) if column.group == "cs_z"]
+    return group_positions(["cs_z"], manifest.feature_groups, "the ridge baseline", f"manifest {manifest.sha256}")
 
 
 def dense_rows(arrays: FeatureArrays, days: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

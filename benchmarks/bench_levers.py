@@ -19,7 +19,9 @@ A lever is a named set of config overrides. Each window trains one model per see
 keeps its out-of-sample scores under ``--out/<lever>/``; the baselines (ridge, LightGBM, reversal) are fitted once
 per window and kept under ``--out/baselines/``, so levers cost their training only and every lever is scored on the
 same stock-days against the same baselines. A lever's overrides apply to ``--config`` as it is when it runs, whose
-own ``model.ensemble`` is set aside: each seed trains one model. A lever's score is its seeds' mean of per-day
+own ``model.ensemble`` is set aside: each seed trains one model. ``lever.json`` records the settings the scores
+were trained under, resolved; a lever whose kept windows were trained under other settings (the config changed
+since) is refused more models rather than mixing two settings. A lever's score is its seeds' mean of per-day
 ranks: exactly what a ``model.ensemble`` of that many members publishes (member i is the single model of seed
 7 + i), so "one seed" and "an ensemble of three" are two readings of the same runs. ``--json`` writes the report's
 figures. ``--against`` adds each lever's daily 5d RankIC minus another's on the same days, with a block-bootstrap
@@ -137,13 +139,21 @@ def run_lever(
     if described.exists() and control == "shuffled" and "permutation" not in json.loads(described.read_text()):
         raise SystemExit(f"lever {name} shuffled one permutation per window, shared by its seeds: add seeds to a "
                          "lever of another name")  # fmt: skip
-    described.write_text(json.dumps({"set": overrides, "control": control} | permutation, default=str))
     began = time.perf_counter()
     pending = [
         (window, base)
         for window, base in zip(protocol.windows(lever, half), protocol.windows(settings, half), strict=True)
         if _missing_seeds(out, name, window, seeds) or not _baselines_path(out, window).exists()
     ]  # the ETA counts these only: windows kept from an earlier run cost nothing
+    kept = any((out / name).glob("window-*.npz"))
+    resolved = scored_settings(lever)
+    if kept and any(_missing_seeds(out, name, window, seeds) for window, _ in pending):
+        record = json.loads(described.read_text()) if described.exists() else {}
+        _check_same_settings(name, record.get("settings"), resolved)
+    if pending or not kept:  # a lever with nothing to add keeps its record as it is
+        described.write_text(
+            json.dumps({"set": overrides, "control": control} | permutation | {"settings": resolved}, default=str)
+        )
     for done, (window, base) in enumerate(pending, start=1):
         todo = _missing_seeds(out, name, window, seeds)
         baselines = _baselines_path(out, window)
@@ -179,6 +189,37 @@ def run_lever(
         eta = (time.perf_counter() - began) / done * (len(pending) - done)
         print(f"  {name}: window {window.index} (as-of {window.as_of}) done, ETA {eta / 60:.0f} min", file=sys.stderr,
               flush=True)  # fmt: skip
+
+
+# Parts of a lever's settings that its scores do not depend on: the seed (one per model), the ensemble (its seeds)
+# and where or how fast it runs.
+_UNSCORED = {"model": {"ensemble"}, "train": {"seed", "device", "compile", "num_workers", "threads", "timeout_s",
+                                              "staging_dir"}}  # fmt: skip
+
+
+def scored_settings(lever: PipelineConfig) -> dict[str, Any]:
+    """The settings a lever's scores depend on, as JSON: its model, losses, training and retrain windows, resolved
+    from ``--config`` and the lever's overrides as they are when it runs."""
+    sections = {name: getattr(lever, name) for name in ("model", "loss", "train", "retrain")}
+    dumped = {name: part.model_dump(mode="json", exclude=_UNSCORED.get(name)) for name, part in sections.items()}
+    return json.loads(json.dumps(dumped))  # JSON's own keys (horizon weights' ints as text), as lever.json keeps them
+
+
+def _check_same_settings(name: str, kept: dict[str, Any] | None, resolved: dict[str, Any]) -> None:
+    """Refuse to add models to a lever whose kept windows were trained under other settings: the config it reads
+    may have changed since (a new default), and one lever's windows would then mix two settings."""
+    if kept is None:
+        raise SystemExit(f"lever {name}: its windows predate lever.json's record of their settings, so adding to them "
+                         "could mix two settings; run it under a new lever name")  # fmt: skip
+    changed = [
+        f"{section}.{key}: {kept.get(section, {}).get(key)!r} -> {value!r}"
+        for section, values in resolved.items()
+        for key, value in values.items()
+        if kept.get(section, {}).get(key) != value
+    ]
+    if changed:
+        raise SystemExit(f"lever {name}: its kept windows were trained under other settings ({'; '.join(changed)}); "
+                         "run it under a new lever name, or restore the config it ran with")  # fmt: skip
 
 
 def _labels(arrays: FeatureArrays) -> tuple[np.ndarray, ...]:

@@ -218,6 +218,16 @@ def input_positions(names: Sequence[str], inputs: Sequence[str], option: str, ow
     return [known.index(n) for n in names]
 
 
+def group_positions(wanted: Sequence[str], groups: Sequence[str], option: str, owner: str) -> list[int]:
+    """Positions of the inputs whose feature group (``groups``, one per input, in order) is one of ``wanted``; a
+    wanted group that no input is in is a ValueError naming ``option`` and ``owner`` and listing the groups."""
+    missing = sorted(set(wanted) - set(groups))
+    if missing:
+        known = ", ".join(sorted(set(groups)))
+        raise ValueError(f"{option} names {missing}, but no input of {owner} is in them; its groups are: {known}")
+    return [j for j, group in enumerate(groups) if group in wanted]
+
+
 def _contract(manifest: FeatureManifest) -> dict[str, object]:
     """Everything the hash covers."""
     contract: dict[str, object] = {

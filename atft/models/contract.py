@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from atft.config import ModelConfig
 from atft.models.neutral_scores import neutralise
-from schemas.manifest import input_positions
+from schemas.manifest import group_positions, input_positions
 
 # Smallest per-feature std the scaling divides by: a constant training column must not blow up to +-inf.
 STD_FLOOR = 1e-6
@@ -22,19 +22,6 @@ STD_FLOOR = 1e-6
 
 class InputWidthError(ValueError):
     """A batch whose feature width or lookback differs from what the model was built for."""
-
-
-def group_columns(wanted: Sequence[str], groups: Sequence[str] | None, manifest_sha256: str) -> list[int]:
-    """Positions of the inputs whose manifest group (``groups``, one per input) is one of ``wanted``."""
-    if groups is None:
-        raise ValueError("model.input_groups is set: building the model needs the manifest's feature groups")
-    missing = sorted(set(wanted) - set(groups))
-    if missing:
-        raise ValueError(
-            f"model.input_groups names {missing}, but no input of manifest {manifest_sha256} is in them; "
-            f"its groups are: {', '.join(sorted(set(groups)))}"
-        )
-    return [j for j, group in enumerate(groups) if group in wanted]
 
 
 class ContractModel(nn.Module):
@@ -72,7 +59,9 @@ class ContractModel(nn.Module):
         if config.input_groups:
             if groups is not None and len(groups) != width:
                 raise InputWidthError(f"{len(groups)} feature groups for {width} inputs (manifest {manifest_sha256})")
-            columns = group_columns(config.input_groups, groups, manifest_sha256)
+            if groups is None:
+                raise ValueError("model.input_groups is set: building the model needs the manifest's feature groups")
+            columns = group_positions(config.input_groups, groups, "model.input_groups", f"manifest {manifest_sha256}")
             # Registered only when used, as neutral_columns: a checkpoint records which inputs its layers read.
             self.register_buffer("input_columns", torch.tensor(columns, dtype=torch.long))
             self.layer_width = len(columns)

@@ -8,7 +8,14 @@ import pickle
 
 import pytest
 
-from schemas.manifest import CSZSettings, FeatureColumn, FeatureManifest, ManifestError
+from schemas.manifest import (
+    CSZSettings,
+    FeatureColumn,
+    FeatureManifest,
+    ManifestError,
+    group_positions,
+    input_positions,
+)
 
 CSZ = CSZSettings(clip=5.0, min_stocks=20, min_std=1e-8, ddof=1, fill="none")
 FEATURES = (
@@ -232,3 +239,14 @@ def test_manifest_survives_pickling():
     again = pickle.loads(pickle.dumps(m))
     assert again == m
     assert (again.sha256, dict(again.provenance)) == (m.sha256, {"rows": "10"})
+
+
+def test_inputs_are_found_by_name_and_by_group():
+    manifest = build()
+    assert input_positions(["ret_5d", "ret_1d"], manifest.feature_names, "model.neutral_to", "m") == [1, 0]
+    assert group_positions(["cs_z"], manifest.feature_groups, "the ridge baseline", "m") == [2]
+    assert group_positions(["cs_z", "price"], manifest.feature_groups, "model.input_groups", "m") == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"model.neutral_to names \['rv_60'\], which are not inputs of m; its inputs"):
+        input_positions(["rv_60"], manifest.feature_names, "model.neutral_to", "m")
+    with pytest.raises(ValueError, match=r"the ridge baseline names \['cs_z'\].* its groups are: price$"):
+        group_positions(["cs_z"], ("price", "price"), "the ridge baseline", "manifest abc")
