@@ -57,10 +57,10 @@ class ContractModel(nn.Module):
             self.register_buffer("neutral_columns", torch.full((len(config.neutral_to),), -1, dtype=torch.long))
         self.layer_width = width
         if config.input_groups:
-            if groups is not None and len(groups) != width:
-                raise InputWidthError(f"{len(groups)} feature groups for {width} inputs (manifest {manifest_sha256})")
             if groups is None:
                 raise ValueError("model.input_groups is set: building the model needs the manifest's feature groups")
+            if len(groups) != width:
+                raise InputWidthError(f"{len(groups)} feature groups for {width} inputs (manifest {manifest_sha256})")
             columns = group_positions(config.input_groups, groups, "model.input_groups", f"manifest {manifest_sha256}")
             # Registered only when used, as neutral_columns: a checkpoint records which inputs its layers read.
             self.register_buffer("input_columns", torch.tensor(columns, dtype=torch.long))
