@@ -253,7 +253,7 @@ class GraphConfig(_Strict):
     """The per-day stock graph: top-k correlation of trailing daily returns, plus same-sector peers."""
 
     window: int = Field(20, ge=5)  # trailing sessions of returns, the day itself included
-    top_k: int = Field(10, ge=1)
+    top_k: int = Field(10, ge=0)  # most-correlated peers per stock; 0 disables correlation edges
     min_abs_corr: float = Field(0.3, ge=0, le=1)
     sector_peers: int = Field(3, ge=0)  # most-correlated same-sector peers per stock; 0 disables
 

@@ -3,7 +3,8 @@
 Each stock receives edges from its ``top_k`` most correlated peers (|corr| >= ``min_abs_corr``) over the
 ``window`` sessions ending on the day itself, plus its ``sector_peers`` most correlated stocks of the same
 sector. Only returns up to the day are read, so the graph of day t never sees t+1. No self-loops:
-GATv2Conv adds them itself.
+GATv2Conv adds them itself. With ``top_k`` and ``sector_peers`` both 0 the graph has no edges and no correlation
+is computed: the graph layer then attends to each stock's own self-loop.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ def day_graph(returns: np.ndarray, sectors: np.ndarray, config: GraphConfig) -> 
 
     Returns ``edge_index`` [2, E] (source, target) over 0..n-1 and ``edge_attr`` [E, 2] float32.
     """
+    if not config.top_k and not config.sector_peers:
+        return np.zeros((2, 0), dtype=np.int64), np.zeros((0, 2), dtype=np.float32)
     corr = _correlation(returns, min_count=max(3, config.window // 2))
     strength = np.where(np.isfinite(corr), np.abs(corr), -1.0)
     np.fill_diagonal(strength, -np.inf)

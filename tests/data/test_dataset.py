@@ -22,6 +22,7 @@ from atft.config import (
     UniverseConfig,
     WarehouseConfig,
 )
+from atft.data import graph as graph_module
 from atft.data.arrays import load_arrays
 from atft.data.dataset import DayBatchSampler, DayDataset, day_loader
 from atft.data.graph import day_graph
@@ -142,6 +143,30 @@ def test_day_graph_takes_the_top_k_above_the_threshold_and_sector_peers():
     assert (5, 4) in pairs and (4, 5) in pairs  # sector peers, though uncorrelated
     sector_edge = next(i for i, (s, t) in enumerate(edges.T) if (s, t) == (5, 4))
     assert attr[sector_edge, 1] == 1.0 and abs(attr[sector_edge, 0]) < 0.9
+
+
+def test_no_correlation_edges_means_no_edges_and_no_correlation(monkeypatch):
+    returns = np.tile(np.linspace(-0.02, 0.02, 20)[:, None], (1, 4))  # identical returns: |corr| = 1 for every pair
+    sectors = np.array([0, 0, 1, 1])
+    assert day_graph(returns, sectors, GraphConfig(window=20, top_k=1, min_abs_corr=1.0, sector_peers=0))[0].size
+
+    def no_correlation(*_: object, **__: object) -> None:
+        raise AssertionError("the correlation matrix was computed for a graph without correlation edges")
+
+    monkeypatch.setattr(graph_module, "_correlation", no_correlation)
+    edges, attr = day_graph(returns, sectors, GraphConfig(window=20, top_k=0, sector_peers=0))
+    assert edges.shape == (2, 0) and edges.dtype == np.int64
+    assert attr.shape == (0, 2) and attr.dtype == np.float32
+
+
+def test_sector_peers_alone_link_only_within_a_sector():
+    rng = np.random.default_rng(2)
+    returns = rng.normal(size=(20, 6))
+    sectors = np.array([0, 0, 0, 1, 1, -1])
+    edges, attr = day_graph(returns, sectors, GraphConfig(window=20, top_k=0, sector_peers=1))
+    assert edges.shape[1] == 5  # one peer for each of the five stocks with a known sector
+    assert all(sectors[s] == sectors[t] >= 0 for s, t in edges.T)
+    assert np.all(attr[:, 1] == 1.0)
 
 
 def test_labels_are_purged_at_the_cutoff(arrays):
