@@ -310,6 +310,8 @@ class LossConfig(_Strict):
     # regressed out of each day's labels, such as [beta_60].
     scale_by: str | None = None
     neutralize: list[str] = Field(default_factory=list)
+    # Sector dummies regressed out with neutralize's inputs: each label against its sector's mean that day.
+    sector_neutral: bool = False
     huber_weight: float = Field(0.05, ge=0)
     huber_delta: float = Field(1.0, gt=0)
     listnet_weight: float = Field(1.0, ge=0)

@@ -9,12 +9,16 @@ top-one ranking loss rewards by itself. Two ways to train on what is left, each 
   so that every stock's label has about the same spread and a volatile stock is no easier to score on;
 - ``neutralize``: for every day and horizon, the labels regressed by least squares, with an intercept, on the named
   inputs' values that day (``beta_60``, ``rv_60``), and replaced by the residuals: the part of each return that
-  those common bets do not explain.
+  those common bets do not explain;
+- ``sector_neutral``: the same regression with a dummy per sector as well, so that each label is measured against
+  its sector's mean that day: what a stock earned over its peers, not its sector's move. Stocks without a sector
+  (-1 in the arrays) form one group of their own.
 
 On S&P prices neither removes ATFT-GAT-FAN's volatility tilt, which the network makes by itself
 (benchmarks/README.md, "The volatility tilt"; ``atft.models.neutral_scores`` is the remedy that does). Either way
 the labels are z-scored again per day (ddof 0). Everything read is known at the close of the label's own
-day, so nothing later is used. Only the training labels change: validation, scoring and every gate still read the
+day, so nothing later is used (sector labels are as the listings file has them: on real prices they are not point in
+time, see deployments/sp500.yaml). Only the training labels change: validation, scoring and every gate still read the
 true CS-Z labels, so a model is judged on the returns it would have earned.
 """
 
@@ -35,14 +39,15 @@ def input_columns(arrays: FeatureArrays, names: Sequence[str], option: str) -> l
 
 
 def risk_adjusted_targets(
-    arrays: FeatureArrays, neutralize: Sequence[str] = (), scale_by: str | None = None
+    arrays: FeatureArrays, neutralize: Sequence[str] = (), scale_by: str | None = None, sector_neutral: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """[D, S, H] float32 labels and their validity: each day's valid labels divided by ``scale_by``'s value, then
-    least-squares residuals on an intercept and ``neutralize``'s values, z-scored per day; NaN where not valid.
+    least-squares residuals on an intercept, ``neutralize``'s values and, with ``sector_neutral``, a dummy for each
+    sector of the day but the first; z-scored per day; NaN where not valid.
 
     A stock-day whose ``scale_by`` value is 0 (how the arrays hold a missing input) has no label; a negative one is
-    an error. A day with no more valid stocks than regressors plus one has nothing left to learn once its exposures
-    are removed, and has no labels."""
+    an error. A day with no more valid stocks than regressors has nothing left to learn once its exposures are
+    removed, and has no labels."""
     valid = arrays.target_valid & arrays.present[..., None]
     y = np.where(valid, arrays.targets, 0.0).astype(np.float64)
     if scale_by is not None:
@@ -59,9 +64,14 @@ def risk_adjusted_targets(
     columns = input_columns(arrays, neutralize, "loss.neutralize")
     exposures = np.asarray(arrays.x[:, :, columns], dtype=np.float64)  # [D, S, K]
     out = np.full(arrays.targets.shape, np.nan, dtype=np.float32)
-    for d, k in zip(*np.nonzero(valid.sum(axis=1) > len(columns) + 1), strict=True):
+    for d, k in zip(*np.nonzero(valid.any(axis=1)), strict=True):
         rows = valid[d, :, k]
         design = np.column_stack([np.ones(rows.sum()), exposures[d, rows]])
+        if sector_neutral:
+            sectors = arrays.sector[d, rows]
+            design = np.column_stack([design, sectors[:, None] == np.unique(sectors)[None, 1:]])
+        if rows.sum() <= design.shape[1]:
+            continue
         residual = y[d, rows, k] - design @ np.linalg.lstsq(design, y[d, rows, k], rcond=None)[0]
         spread = residual.std()
         out[d, rows, k] = residual / spread if spread > 1e-12 else 0.0
@@ -69,8 +79,8 @@ def risk_adjusted_targets(
 
 
 def with_risk_adjusted_labels(
-    arrays: FeatureArrays, neutralize: Sequence[str] = (), scale_by: str | None = None
+    arrays: FeatureArrays, neutralize: Sequence[str] = (), scale_by: str | None = None, sector_neutral: bool = False
 ) -> FeatureArrays:
     """``arrays`` with :func:`risk_adjusted_targets` as its targets (inputs and everything else shared)."""
-    targets, valid = risk_adjusted_targets(arrays, neutralize, scale_by)
+    targets, valid = risk_adjusted_targets(arrays, neutralize, scale_by, sector_neutral)
     return dataclasses.replace(arrays, targets=targets, target_valid=valid)

@@ -108,9 +108,9 @@ def train_model(
 ) -> tuple[nn.Module, TrainResult]:
     """Build the configured model from the manifest's width, fit it, and load its best state.
 
-    With ``loss.scale_by`` or ``loss.neutralize`` the members learn from risk-adjusted labels (see
-    ``atft.data.risk_labels``), derived here from the training arrays' labels, after any control has replaced them;
-    validation keeps the true ones.
+    With ``loss.scale_by``, ``loss.neutralize`` or ``loss.sector_neutral`` the members learn from risk-adjusted
+    labels (see ``atft.data.risk_labels``), derived here from the training arrays' labels, after any control has
+    replaced them; validation keeps the true ones.
     With a warm ``start`` (see ``atft.training.warm_start``) the model begins from its weights and trains for
     ``train.warm_start_epochs`` at ``train.warm_start_learning_rate``. A seed ensemble (``model.ensemble`` > 1)
     fits its members one after another, member ``i`` from seed ``train.seed + i`` (see :func:`fit_members`).
@@ -131,10 +131,10 @@ def train_model(
 def risk_adjusted(data: TrainingData, loss: LossConfig) -> TrainingData:
     """``data`` whose training set learns from the risk-adjusted labels ``loss`` asks for; ``data`` itself when it
     asks for none. The validation set, the arrays its scores are read from, and the input scaling are shared."""
-    if not loss.neutralize and loss.scale_by is None:
+    if not loss.neutralize and loss.scale_by is None and not loss.sector_neutral:
         return data
     train = data.train
-    arrays = with_risk_adjusted_labels(train.arrays, loss.neutralize, loss.scale_by)
+    arrays = with_risk_adjusted_labels(train.arrays, loss.neutralize, loss.scale_by, loss.sector_neutral)
     return dataclasses.replace(
         data, train=DayDataset(arrays, train.days, train.lookback, train.graph, label_cutoff=train.label_cutoff)
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import stats
@@ -80,6 +81,28 @@ def test_a_days_labels_use_that_days_exposures_only() -> None:
     assert not np.allclose(before[41:], after[41:])
 
 
+def test_sector_neutral_labels_are_each_stocks_label_over_its_sectors_mean_that_day() -> None:
+    arrays = risky()
+    sector = arrays.sector.copy()
+    sector[:, :4] = -1  # stocks without a sector form one group of their own
+    move = np.random.default_rng(3).normal(scale=3.0, size=(sector.shape[0], 6))  # each group's move, each day
+    targets = arrays.targets + np.take_along_axis(move, sector + 1, axis=1)[..., None]
+    arrays = dataclasses.replace(arrays, sector=sector, targets=targets.astype(np.float32))
+
+    neutral, valid = risk_adjusted_targets(arrays, sector_neutral=True)
+    assert valid.all()
+    for d, k in [(0, 0), (33, 1), (79, 0)]:
+        y = arrays.targets[d, :, k].astype(np.float64)
+        over_sector = y - pd.Series(y).groupby(sector[d]).transform("mean").to_numpy()
+        np.testing.assert_allclose(neutral[d, :, k], over_sector / over_sector.std(), atol=1e-5)
+
+    # With an input as well, the residuals are orthogonal to it and to every sector, the unknown one included.
+    both, _ = risk_adjusted_targets(arrays, ["f0"], sector_neutral=True)
+    for group in range(-1, 5):
+        np.testing.assert_allclose(both[..., 0][sector == group].reshape(len(sector), -1).sum(axis=1), 0.0, atol=1e-4)
+    assert max(abs(np.corrcoef(both[d, :, 0], arrays.x[d, :, 0])[0, 1]) for d in range(80)) < 1e-5
+
+
 def test_an_unknown_input_is_refused_with_the_known_ones_listed() -> None:
     with pytest.raises(ValueError, match=r"loss.neutralize names \['rv_60'\].*its inputs are: f0, f1"):
         risk_adjusted_targets(planted(), ["f0", "rv_60"])
@@ -144,10 +167,11 @@ def test_only_the_training_labels_change() -> None:
     train, valid = loaders(arrays)
     data = TrainingData(arrays, train.dataset, valid.dataset, list(train.dataset.days))
     assert risk_adjusted(data, LossConfig()) is data
-    fitted_on = risk_adjusted(data, LossConfig(neutralize=["f0"]))
-    assert fitted_on.valid is data.valid and fitted_on.arrays is data.arrays
-    assert fitted_on.train.days == data.train.days and fitted_on.train.label_cutoff == data.train.label_cutoff
-    assert not np.allclose(fitted_on.train.arrays.targets, arrays.targets, equal_nan=True)
+    for loss in (LossConfig(neutralize=["f0"]), LossConfig(sector_neutral=True)):
+        fitted_on = risk_adjusted(data, loss)
+        assert fitted_on.valid is data.valid and fitted_on.arrays is data.arrays
+        assert fitted_on.train.days == data.train.days and fitted_on.train.label_cutoff == data.train.label_cutoff
+        assert not np.allclose(fitted_on.train.arrays.targets, arrays.targets, equal_nan=True)
 
 
 def test_a_model_trained_on_neutral_labels_drops_the_bet_and_keeps_the_reward() -> None:
