@@ -1,9 +1,9 @@
 """Risk-adjusted training labels: each day's CS-Z labels divided by each stock's own risk, with named exposures
-regressed out.
+and sectors regressed out.
 
 On real prices a day's labels are mostly common bets paid or lost that day (on a rally the high-beta stocks lead),
 and they are heteroscedastic: a volatile stock's return is several times a quiet one's, up or down, which a
-top-one ranking loss rewards by itself. Two ways to train on what is left, each optional:
+top-one ranking loss rewards by itself. Three ways to train on what is left, each optional:
 
 - ``scale_by``: each label divided by the named input's value that day (a stock's own volatility, e.g. ``rv_60``),
   so that every stock's label has about the same spread and a volatile stock is no easier to score on;
@@ -14,8 +14,8 @@ top-one ranking loss rewards by itself. Two ways to train on what is left, each 
   its sector's mean that day: what a stock earned over its peers, not its sector's move. Stocks without a sector
   (-1 in the arrays) form one group of their own.
 
-On S&P prices neither removes ATFT-GAT-FAN's volatility tilt, which the network makes by itself
-(benchmarks/README.md, "The volatility tilt"; ``atft.models.neutral_scores`` is the remedy that does). Either way
+On S&P prices neither of the first two removes ATFT-GAT-FAN's volatility tilt, which the network makes by itself
+(benchmarks/README.md, "The volatility tilt"; ``atft.models.neutral_scores`` is the remedy that does). Every way
 the labels are z-scored again per day (ddof 0). Everything read is known at the close of the label's own
 day, so nothing later is used (sector labels are as the listings file has them: on real prices they are not point in
 time, see deployments/sp500.yaml). Only the training labels change: validation, scoring and every gate still read the
