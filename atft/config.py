@@ -287,9 +287,13 @@ class ModelConfig(_Strict):
     # Feature groups the layers read, e.g. [cs_z]; empty reads every input. The model still takes the manifest's
     # full width (its contract), so neutral_to may name an input outside these groups.
     input_groups: list[str] = Field(default_factory=list)
+    # ATFT-GAT-FAN only: feature groups, e.g. [cs_z] (what the ridge baseline reads), whose values on the day itself
+    # are mapped linearly onto the scores and added, starting at zero: a wide path beside the deep one (see
+    # atft.models.atft_gat_fan). Empty: no such path.
+    linear_skip: list[str] = Field(default_factory=list)
     graph: GraphConfig = GraphConfig()
 
-    @field_validator("input_groups")
+    @field_validator("input_groups", "linear_skip")
     @classmethod
     def _known_groups(cls, groups: list[str]) -> list[str]:
         unknown = sorted(set(groups) - set(FEATURE_GROUPS))
@@ -298,6 +302,12 @@ class ModelConfig(_Strict):
         if len(set(groups)) != len(groups):
             raise ValueError(f"a group is listed twice in {groups}")
         return groups
+
+    @model_validator(mode="after")
+    def _skip_is_atft_gat_fans(self) -> ModelConfig:
+        if self.linear_skip and self.name != "atft_gat_fan":
+            raise ValueError(f"model.linear_skip is an option of atft_gat_fan only; model.name is {self.name!r}")
+        return self
 
 
 class LossConfig(_Strict):

@@ -10,6 +10,11 @@ The day-context FiLM lets every step's embedding depend on that step's cross-sec
 step rather than on the final state only, and it reads the inputs' cross-sectional means as well as the
 embeddings'. Scores therefore depend on the day's other stocks: batches hold whole days. The measurements behind
 these choices are in benchmarks/README.md ("Design measurements behind the model's defaults").
+
+With ``model.linear_skip`` a linear map of named feature groups' values on the day itself is added to the scores:
+the wide path of a wide-and-deep model. On real prices ridge on the CS-Z inputs is level with the network, and one
+epoch with heavy weight decay may leave the deep path short of the linear signal that ridge reads; the skip hands it
+that signal directly.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from atft.models.day_context import DayContextFiLM
 from atft.models.fan import CausalFAN
 from atft.models.fusion import GatedFusion
 from atft.models.variable_selection import VariableSelectionNetwork
+from schemas.manifest import group_positions
 
 # On CPU, FAN and the VSN run on chunks of stocks whose largest temporary, [rows·L, F, var_hidden], stays near this
 # many floats. CPU tensors of ~100 MB are freshly mmap-ed and page-faulted on every op; chunks of a few MB are reused
@@ -79,6 +85,23 @@ class ATFTGATFAN(ContractModel):
         self.trunk = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(config.dropout))
         # A plain linear output, one row per horizon: nothing after it may squash the spread of the scores.
         self.head = nn.Linear(hidden, len(horizons))
+        self.linear_skip = self._linear_skip(config, groups, len(horizons))
+
+    def _linear_skip(self, config: ModelConfig, groups: Sequence[str] | None, outputs: int) -> nn.Linear | None:
+        """The wide path on ``model.linear_skip``'s inputs, or None. Built after every other layer, so that they draw
+        the same initial weights with or without it, and zero, so that an untrained model scores as without it."""
+        if not config.linear_skip:
+            return None
+        if groups is None:
+            raise ValueError("model.linear_skip is set: building the model needs the manifest's feature groups")
+        owner = f"manifest {self.manifest_sha256}"
+        columns = group_positions(config.linear_skip, groups, "model.linear_skip", owner)
+        # A buffer, as input_columns: a checkpoint records which inputs its skip reads.
+        self.register_buffer("skip_columns", torch.tensor(columns, dtype=torch.long))
+        skip = nn.Linear(len(columns), outputs)
+        nn.init.zeros_(skip.weight)
+        nn.init.zeros_(skip.bias)
+        return skip
 
     def _per_step(self, x: Tensor) -> Tensor:
         """[n, L, F] scaled inputs -> [n, L, hidden]; every stock and step independent, so chunking changes nothing."""
@@ -131,4 +154,7 @@ class ATFTGATFAN(ContractModel):
         for conv, norm in zip(self.graph_layers, self.graph_norms, strict=True):
             update = F.elu(conv(h_graph, edge_index, edge_attr))
             h_graph = norm(h_graph + F.dropout(update, self.config.dropout, self.training))
-        return self.neutral(self.head(self.trunk(self.fusion(h_time, h_graph))), x, x_mask, day)
+        scores = self.head(self.trunk(self.fusion(h_time, h_graph)))
+        if self.linear_skip is not None:
+            scores = scores + self.linear_skip(x[:, -1, self.skip_columns])
+        return self.neutral(scores, x, x_mask, day)

@@ -77,7 +77,11 @@ def test_scores_every_stock_day_and_horizon(name: str) -> None:
 @pytest.mark.filterwarnings("ignore:The tensor attributes")  # nn.GRU re-assigns its flat weights while traced
 @pytest.mark.parametrize("name", MODELS)
 def test_exported_program_takes_the_same_inputs_and_matches_eager_on_any_day_size(name: str) -> None:
-    model = build(name).eval()
+    assert_exports_as_eager(build(name).eval())
+
+
+def assert_exports_as_eager(model: torch.nn.Module) -> None:
+    """``model`` exported with dynamic rows and edges scores any day size as it does eagerly."""
     batch = make_batch()
     rows, edges = Dim("rows", min=1), Dim("edges", min=0)
     program = torch.export.export(
