@@ -197,25 +197,33 @@ _UNSCORED = {"model": {"ensemble"}, "train": {"seed", "device", "compile", "num_
                                               "staging_dir"}}  # fmt: skip
 
 
+_SCORED_SECTIONS = ("model", "loss", "train", "retrain")
+
+
 def scored_settings(lever: PipelineConfig) -> dict[str, Any]:
     """The settings a lever's scores depend on, as JSON: its model, losses, training and retrain windows, resolved
     from ``--config`` and the lever's overrides as they are when it runs."""
-    sections = {name: getattr(lever, name) for name in ("model", "loss", "train", "retrain")}
+    return _scored({name: getattr(lever, name) for name in _SCORED_SECTIONS})
+
+
+def _scored(sections: dict[str, Any]) -> dict[str, Any]:
     dumped = {name: part.model_dump(mode="json", exclude=_UNSCORED.get(name)) for name, part in sections.items()}
     return json.loads(json.dumps(dumped))  # JSON's own keys (horizon weights' ints as text), as lever.json keeps them
 
 
 def _check_same_settings(name: str, kept: dict[str, Any] | None, resolved: dict[str, Any]) -> None:
     """Refuse to add models to a lever whose kept windows were trained under other settings: the config it reads
-    may have changed since (a new default), and one lever's windows would then mix two settings."""
+    may have changed since (a new default), and one lever's windows would then mix two settings. An option that the
+    record lacks was added to the library after it; at its default it is the setting the kept models had."""
     if kept is None:
         raise SystemExit(f"lever {name}: its windows predate lever.json's record of their settings, so adding to them "
                          "could mix two settings; run it under a new lever name")  # fmt: skip
+    defaults = _scored({section: PipelineConfig.model_fields[section].default for section in _SCORED_SECTIONS})
     changed = [
         f"{section}.{key}: {kept.get(section, {}).get(key)!r} -> {value!r}"
         for section, values in resolved.items()
         for key, value in values.items()
-        if kept.get(section, {}).get(key) != value
+        if kept.get(section, {}).get(key, defaults[section][key]) != value
     ]
     if changed:
         raise SystemExit(f"lever {name}: its kept windows were trained under other settings ({'; '.join(changed)}); "
