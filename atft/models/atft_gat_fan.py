@@ -12,9 +12,8 @@ embeddings'. Scores therefore depend on the day's other stocks: batches hold who
 these choices are in benchmarks/README.md ("Design measurements behind the model's defaults").
 
 With ``model.linear_skip`` a linear map of named feature groups' values on the day itself is added to the scores:
-the wide path of a wide-and-deep model. On real prices ridge on the CS-Z inputs is level with the network, and one
-epoch with heavy weight decay may leave the deep path short of the linear signal that ridge reads; the skip hands it
-that signal directly.
+the wide path of a wide-and-deep model, for signal that one linear map of the day reads, as ridge does. It is off by
+default: on real prices it ranked below the model without it (benchmarks/README.md, "A linear skip").
 """
 
 from __future__ import annotations
