@@ -17,7 +17,8 @@ half, and the later half is left for the final replay of the chosen setting, whi
 
 A lever is a named set of config overrides. Each window trains one model per seed (``train.seed`` 7, 8, ...) and
 keeps its out-of-sample scores under ``--out/<lever>/``; the baselines (ridge, LightGBM, reversal) are fitted once
-per window and kept under ``--out/baselines/``, so levers cost their training only and every lever is scored on the
+per window and kept under ``--out/baselines/``, each named by the training and validation days it was fitted on (a
+config with other retrain windows fits its own), so levers cost their training only and every lever is scored on the
 same stock-days against the same baselines. A lever's overrides apply to ``--config`` as it is when it runs, whose
 own ``model.ensemble`` is set aside: each seed trains one model. ``lever.json`` records the settings the scores
 were trained under, resolved; a lever whose kept windows were trained under other settings (the config changed
@@ -143,7 +144,7 @@ def run_lever(
     pending = [
         (window, base)
         for window, base in zip(protocol.windows(lever, half), protocol.windows(settings, half), strict=True)
-        if _missing_seeds(out, name, window, seeds) or not _baselines_path(out, window).exists()
+        if _missing_seeds(out, name, window, seeds) or not _baselines_path(out, base).exists()
     ]  # the ETA counts these only: windows kept from an earlier run cost nothing
     kept = any((out / name).glob("window-*.npz"))
     resolved = scored_settings(lever)
@@ -156,15 +157,16 @@ def run_lever(
         )
     for done, (window, base) in enumerate(pending, start=1):
         todo = _missing_seeds(out, name, window, seeds)
-        baselines = _baselines_path(out, window)
+        baselines = _baselines_path(out, base)
         with duckdb.connect(str(settings.warehouse.path), read_only=True) as con:
             data = load_window(con, manifest, lever, window)
         if not baselines.exists():
             baselines.parent.mkdir(parents=True, exist_ok=True)
-            if base != window:
+            fitted_on = data
+            if base != window:  # the lever trains on its own windows, the baselines on those of settings
                 with duckdb.connect(str(settings.warehouse.path), read_only=True) as con:
-                    data = load_window(con, manifest, settings, base)
-            score_baselines(data, manifest, settings, base).to_parquet(baselines)
+                    fitted_on = load_window(con, manifest, settings, base)
+            score_baselines(fitted_on, manifest, settings, base).to_parquet(baselines)
         labels = _labels(data.training.arrays) if control == "shuffled" else ()  # the real ones, as the baselines saw
         for seed in todo:
             tick = time.perf_counter()
@@ -244,7 +246,11 @@ def _scores_path(out: Path, name: str, window: BacktestWindow, seed: int) -> Pat
 
 
 def _baselines_path(out: Path, window: BacktestWindow) -> Path:
-    return out / "baselines" / f"window-{window.index:03d}.parquet"
+    """A window's baselines, named by the training and validation days they were fitted on: a config whose retrain
+    windows differ (a new default) fits its own beside them, rather than reading baselines fitted on other days."""
+    r = window.retrain
+    spans = f"train-{r.train_start:%Y%m%d}-{r.train_end:%Y%m%d}-valid-{r.valid_start:%Y%m%d}-{r.valid_end:%Y%m%d}"
+    return out / "baselines" / f"window-{window.index:03d}-{spans}.parquet"
 
 
 def _missing_seeds(out: Path, name: str, window: BacktestWindow, seeds: int) -> list[int]:
