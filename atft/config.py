@@ -411,7 +411,8 @@ class RetrainConfig(_Strict):
     ``evaluation.eval_days`` long).
     """
 
-    train_days: int = Field(500, ge=20)
+    # None: expanding windows, every session from the features' warm-up up to the training purge.
+    train_days: int | None = Field(500, ge=20)
     valid_days: int = Field(120, ge=5)
     step_days: int = Field(20, ge=1)  # sessions between retrains in a backtest replay
 

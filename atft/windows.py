@@ -69,7 +69,8 @@ def retrain_windows(dates: Sequence[date], as_of: date, config: PipelineConfig, 
     eval_first = eval_last - eval_days + 1
     valid_first = eval_first - purge - valid_days
     train_last = valid_first - purge - 1
-    train_first = max(warm_up, train_last - config.retrain.train_days + 1)
+    train_days = config.retrain.train_days
+    train_first = warm_up if train_days is None else max(warm_up, train_last - train_days + 1)
     return RetrainWindows(
         usable[train_first], usable[train_last], usable[valid_first], usable[eval_first - purge - 1],
         usable[eval_first], usable[eval_last],

@@ -51,6 +51,14 @@ def test_a_short_history_shortens_training_after_the_warm_up():
     assert w.train_start == DATES[70]
 
 
+def test_no_train_days_expands_training_back_to_the_warm_up():
+    for as_of in (DATES[300], DATES[800]):
+        expanding = retrain_windows(DATES, as_of, config(train_days=None, valid_days=60), warm_up=70)
+        sliding = retrain_windows(DATES, as_of, config(train_days=300, valid_days=60), warm_up=70)
+        assert expanding.train_start == DATES[70]
+        assert expanding.as_dict() | {"train_start": None} == sliding.as_dict() | {"train_start": None}
+
+
 def test_days_after_the_as_of_date_are_never_used():
     w = retrain_windows(DATES, DATES[400], config(train_days=100, valid_days=60), warm_up=70)
     assert max(w.as_dict().values()) == DATES[380]
